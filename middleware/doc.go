@@ -1,0 +1,13 @@
+// Package middleware is gatekit's Echo glue: the global error handler that
+// renders every failure as one envelope, request ids, panic recovery, a
+// strict JSON binder with validation, per-route body limits and a
+// server-sent events writer whose failures end the stream with an error
+// event.
+//
+// Each middleware follows Echo's conventions: an XConfig struct with a
+// Skipper, a DefaultXConfig, X() and XWithConfig(cfg), and an
+// error-returning ToMiddleware(). Middleware returns errors up the chain;
+// only [ErrorHandler] writes them.
+//
+// Most services call gatekit.Mount, which installs all of this at once.
+package middleware

@@ -1,0 +1,218 @@
+package middleware
+
+import (
+	"context"
+	stderrors "errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	apierrors "github.com/gatekit/gatekit/errors"
+)
+
+// ErrorHandlerConfig configures [ErrorHandlerWithConfig].
+type ErrorHandlerConfig struct {
+	// Shape is the envelope layout. Default: apierrors.ShapeOpenAI.
+	Shape apierrors.Shape
+	// Logger receives 5xx causes and panics, with the request id. Default:
+	// slog.Default().
+	Logger *slog.Logger
+	// Map, when set, is asked first to turn an error into an *apierrors.Error;
+	// returning nil falls through to [ToAPIError]. Use it for a service's
+	// own error types.
+	Map func(err error) *apierrors.Error
+}
+
+// DefaultErrorHandlerConfig renders OpenAI's envelope and logs with
+// slog.Default().
+var DefaultErrorHandlerConfig = ErrorHandlerConfig{Shape: apierrors.ShapeOpenAI}
+
+// ErrorHandler returns Echo's global error handler with
+// [DefaultErrorHandlerConfig]: assign it to e.HTTPErrorHandler.
+func ErrorHandler() echo.HTTPErrorHandler {
+	h, err := ErrorHandlerWithConfig(DefaultErrorHandlerConfig)
+	if err != nil {
+		panic(err)
+	}
+	return h
+}
+
+// ErrorHandlerWithConfig returns Echo's global error handler: every error a
+// handler or middleware returns is mapped with [ToAPIError] and rendered in
+// cfg.Shape with X-Request-Id, x-should-retry and, for retryable errors,
+// Retry-After and Retry-After-Ms. HEAD requests get no body. A response
+// already committed is left alone, except an event stream, which gets the
+// error as one last event. 5xx causes are logged, never sent.
+func ErrorHandlerWithConfig(cfg ErrorHandlerConfig) (echo.HTTPErrorHandler, error) {
+	return cfg.ToHandler()
+}
+
+// ToHandler builds the error handler described by cfg; it fails for an
+// unknown shape.
+func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
+	shape, err := apierrors.ParseShape(string(cfg.Shape))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Shape = shape
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return func(err error, c echo.Context) {
+		if err == nil {
+			return
+		}
+		var e *apierrors.Error
+		if cfg.Map != nil {
+			e = cfg.Map(err)
+		}
+		if e == nil {
+			e = ToAPIError(err, c)
+		}
+		req := c.Request()
+		res := c.Response()
+		id := GetRequestID(c)
+		cfg.log(req, id, e, err)
+
+		meta := apierrors.Meta{RequestID: id, Path: req.URL.Path}
+		if res.Committed {
+			if isEventStream(res.Header().Get(echo.HeaderContentType)) {
+				_, _ = res.Write(cfg.Shape.AppendEvent(nil, e, meta))
+				_ = http.NewResponseController(res).Flush()
+			}
+			return
+		}
+		h := res.Header()
+		delete(h, "Content-Length")
+		delete(h, "Content-Encoding")
+		apierrors.Write(res, req, cfg.Shape, e, meta)
+	}, nil
+}
+
+// log records what the client is not told: the cause of a 5xx, with the
+// request id. A client that went away is noted at debug level only.
+func (cfg ErrorHandlerConfig) log(req *http.Request, id string, e *apierrors.Error, err error) {
+	if e.Status < 500 {
+		return
+	}
+	ctx := req.Context()
+	if stderrors.Is(err, context.Canceled) && ctx.Err() != nil {
+		cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "client went away", slog.String("request_id", id),
+			slog.String("method", req.Method), slog.String("path", req.URL.Path))
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", id),
+		slog.String("method", req.Method),
+		slog.String("path", req.URL.Path),
+		slog.Int("status", e.Status),
+		slog.String("code", string(e.Code)),
+		slog.String("error", err.Error()),
+	}
+	var p *PanicError
+	if stderrors.As(err, &p) {
+		attrs = append(attrs, slog.String("stack", string(p.Stack)))
+	}
+	cfg.Logger.LogAttrs(ctx, slog.LevelError, "request failed", attrs...)
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream.
+func isEventStream(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+}
+
+// ToAPIError maps err to the *apierrors.Error a client sees: an
+// *apierrors.Error as it is, Echo's *echo.HTTPError by its status (so Echo's
+// own 404, 405, 413 and 415 become not_found, method_not_allowed,
+// payload_too_large and unsupported_media_type), validator errors as
+// invalid_argument naming the field, and the rest through apierrors.From.
+// All matching is with errors.As; err is never changed.
+func ToAPIError(err error, c echo.Context) *apierrors.Error {
+	if e, ok := apierrors.As(err); ok {
+		return e
+	}
+	if e := fromValidator(err); e != nil {
+		return e
+	}
+	var he *echo.HTTPError
+	if stderrors.As(err, &he) {
+		return fromHTTPError(he, c)
+	}
+	return apierrors.From(err)
+}
+
+// fromHTTPError maps an Echo error by status. Echo's messages are generic
+// ("Not Found"), so ours name the request instead.
+func fromHTTPError(he *echo.HTTPError, c echo.Context) *apierrors.Error {
+	if he.Internal != nil {
+		if e, ok := apierrors.As(he.Internal); ok {
+			return e
+		}
+		var tooLarge *http.MaxBytesError
+		if stderrors.As(he.Internal, &tooLarge) {
+			return apierrors.PayloadTooLarge(tooLarge.Limit)
+		}
+	}
+	req := c.Request()
+	msg := ""
+	if s, ok := he.Message.(string); ok && s != http.StatusText(he.Code) {
+		msg = s
+	}
+	var e *apierrors.Error
+	switch he.Code {
+	case http.StatusNotFound:
+		e = apierrors.NotFound(fmt.Sprintf("Unknown request URL: %s %s.", req.Method, req.URL.Path))
+	case http.StatusMethodNotAllowed:
+		e = apierrors.MethodNotAllowed(fmt.Sprintf("Method %s is not allowed for %s.", req.Method, req.URL.Path))
+	case http.StatusRequestEntityTooLarge:
+		e = apierrors.New(apierrors.CodePayloadTooLarge, "")
+	case http.StatusUnsupportedMediaType:
+		e = apierrors.UnsupportedMediaType("application/json", mediaType(req.Header.Get(echo.HeaderContentType)))
+	case http.StatusUnauthorized:
+		e = apierrors.InvalidAPIKey()
+	case http.StatusForbidden:
+		e = apierrors.Unauthorized(msg)
+	case http.StatusConflict:
+		e = apierrors.Conflict(msg)
+	case http.StatusTooManyRequests:
+		e = apierrors.RateLimitExceeded("", 0)
+	case http.StatusNotImplemented:
+		e = apierrors.NotImplemented("")
+	case http.StatusBadGateway:
+		e = apierrors.ModelServerError("")
+	case http.StatusServiceUnavailable:
+		e = apierrors.ServiceUnavailable(0)
+	case http.StatusGatewayTimeout:
+		e = apierrors.ModelTimeout("")
+	default:
+		if he.Code >= 500 {
+			return apierrors.InternalError(he)
+		}
+		e = apierrors.InvalidRequest(msg)
+		if he.Code >= 400 {
+			e.Status = he.Code
+		}
+	}
+	if he.Code >= 500 {
+		e.Cause = he
+	}
+	return e
+}
+
+// mediaType returns the media type of a Content-Type value, without
+// parameters, or the raw value when it does not parse.
+func mediaType(ct string) string {
+	if ct == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return ct
+	}
+	return mt
+}

@@ -1,0 +1,147 @@
+package middleware
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+)
+
+// HeaderRequestID is the header a request id travels in, both ways.
+const HeaderRequestID = "X-Request-Id"
+
+// MaxRequestIDLength is the longest inbound request id that is accepted;
+// a longer one is replaced by a generated id.
+const MaxRequestIDLength = 128
+
+// RequestIDConfig configures [RequestIDWithConfig].
+type RequestIDConfig struct {
+	// Skipper skips the middleware for a request when it returns true.
+	// Default: never skip.
+	Skipper middleware.Skipper
+	// TrustInbound accepts a well-formed X-Request-Id sent by the client
+	// (at most MaxRequestIDLength characters of letters, digits, '-', '_',
+	// '.' and ':'). Default (zero value): false; DefaultRequestIDConfig
+	// sets it, so ids follow a request across services.
+	TrustInbound bool
+	// Generator returns a new id. Default: "req_" followed by 24 hex
+	// digits, unique within the process and across processes with
+	// overwhelming probability.
+	Generator func() string
+}
+
+// DefaultRequestIDConfig trusts well-formed inbound ids and generates the
+// rest.
+var DefaultRequestIDConfig = RequestIDConfig{TrustInbound: true}
+
+// RequestID gives every request an id, with [DefaultRequestIDConfig].
+func RequestID() echo.MiddlewareFunc {
+	return mustMiddleware(RequestIDWithConfig(DefaultRequestIDConfig))
+}
+
+// RequestIDWithConfig gives every request an id: the inbound X-Request-Id
+// when it is trusted and well formed, otherwise a generated one. The id is
+// set on the response's X-Request-Id header, where [GetRequestID] reads it
+// for handlers, logs and the error handler.
+func RequestIDWithConfig(cfg RequestIDConfig) (echo.MiddlewareFunc, error) {
+	return cfg.ToMiddleware()
+}
+
+// ToMiddleware builds the middleware described by cfg.
+func (cfg RequestIDConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	if cfg.Skipper == nil {
+		cfg.Skipper = middleware.DefaultSkipper
+	}
+	if cfg.Generator == nil {
+		gen, err := newIDGenerator()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Generator = gen
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if cfg.Skipper(c) {
+				return next(c)
+			}
+			id := ""
+			if cfg.TrustInbound {
+				if v := c.Request().Header[HeaderRequestID]; len(v) == 1 && ValidRequestID(v[0]) {
+					id = v[0]
+				}
+			}
+			if id == "" {
+				id = cfg.Generator()
+			}
+			c.Response().Header()[HeaderRequestID] = []string{id}
+			return next(c)
+		}
+	}, nil
+}
+
+// GetRequestID returns the id [RequestID] gave the request, or "" when the
+// middleware did not run.
+func GetRequestID(c echo.Context) string {
+	if v := c.Response().Header()[HeaderRequestID]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// ValidRequestID reports whether id may be accepted from a client: 1 to
+// MaxRequestIDLength characters of letters, digits, '-', '_', '.' and ':'.
+// Anything else (spaces, quotes, control characters, non-ASCII) could
+// corrupt logs or headers and is replaced.
+func ValidRequestID(id string) bool {
+	if len(id) == 0 || len(id) > MaxRequestIDLength {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		b := id[i]
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '-', b == '_', b == '.', b == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// newIDGenerator returns a generator of "req_" + 12 random hex digits fixed
+// for the generator + 12 hex digits of a counter: unique without a system
+// call per request.
+func newIDGenerator() (func() string, error) {
+	var seed [6]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("request id: reading random seed: %w", err)
+	}
+	var prefix [4 + 12]byte
+	copy(prefix[:], "req_")
+	hex.Encode(prefix[4:], seed[:])
+	var counter atomic.Uint64
+	return func() string {
+		var buf [4 + 12 + 12]byte
+		copy(buf[:], prefix[:])
+		n := counter.Add(1) & (1<<48 - 1)
+		digits := strconv.AppendUint(buf[16:16], n, 16)
+		pad := 12 - len(digits)
+		copy(buf[16+pad:], digits)
+		for i := 16; i < 16+pad; i++ {
+			buf[i] = '0'
+		}
+		return string(buf[:])
+	}, nil
+}
+
+// mustMiddleware unwraps a constructor that cannot fail with its default
+// configuration; it panics only on a programming error in this package.
+func mustMiddleware(mw echo.MiddlewareFunc, err error) echo.MiddlewareFunc {
+	if err != nil {
+		panic(err)
+	}
+	return mw
+}

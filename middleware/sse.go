@@ -1,0 +1,102 @@
+package middleware
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Stream writes a server-sent events response. Nothing is sent until the
+// first event, so a handler that fails before it still answers with a
+// plain JSON error; after it, an error the handler returns reaches the
+// client as one last `data: {"error":{...}}` event written by the error
+// handler, and the stream ends without [DONE].
+//
+//	s := middleware.NewStream(c)
+//	for chunk := range chunks {
+//		if err := s.Send(chunk); err != nil {
+//			return err // client gone
+//		}
+//	}
+//	return s.Done()
+//
+// A Stream is used by one handler goroutine; it is not safe for concurrent
+// use.
+type Stream struct {
+	c       echo.Context
+	rc      *http.ResponseController
+	buf     []byte
+	started bool
+}
+
+// NewStream prepares c's response for events; it writes nothing yet.
+func NewStream(c echo.Context) *Stream {
+	return &Stream{c: c, rc: http.NewResponseController(c.Response())}
+}
+
+// Started reports whether the stream has sent its headers, after which
+// errors can only be delivered as events.
+func (s *Stream) Started() bool { return s.started }
+
+// Send writes v, encoded as JSON, as one `data:` event and flushes it. It
+// returns the request context's error once the client has gone away, or
+// the write error, so the handler can stop producing.
+func (s *Stream) Send(v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("stream: encoding event: %w", err)
+	}
+	return s.SendData(data)
+}
+
+// SendData writes data, which must be a single line, as one `data:` event.
+func (s *Stream) SendData(data []byte) error {
+	return s.SendEvent("", data)
+}
+
+// SendEvent writes one event with the given name (omitted when empty) and
+// single-line data, and flushes it.
+func (s *Stream) SendEvent(event string, data []byte) error {
+	if err := s.c.Request().Context().Err(); err != nil {
+		return err
+	}
+	s.start()
+	s.buf = s.buf[:0]
+	if event != "" {
+		s.buf = append(s.buf, "event: "...)
+		s.buf = append(s.buf, event...)
+		s.buf = append(s.buf, '\n')
+	}
+	s.buf = append(s.buf, "data: "...)
+	s.buf = append(s.buf, data...)
+	s.buf = append(s.buf, "\n\n"...)
+	if _, err := s.c.Response().Write(s.buf); err != nil {
+		return err
+	}
+	if err := s.rc.Flush(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Done ends a successful stream with `data: [DONE]`.
+func (s *Stream) Done() error {
+	return s.SendData([]byte("[DONE]"))
+}
+
+// start sends the status line and the event-stream headers once.
+func (s *Stream) start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.c.Response().Header()
+	h.Set(echo.HeaderContentType, "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	h.Del("Content-Length")
+	s.c.Response().WriteHeader(http.StatusOK)
+}
