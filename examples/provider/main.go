@@ -1,0 +1,80 @@
+// Command provider is an OpenAI-compatible demo API served through gatekit:
+// chat completions (plain and streamed), a model list and an upload route,
+// with every failure answered in gatekit's envelope.
+//
+//	go run ./examples/provider [-addr 127.0.0.1:8080] [-config gatekit.yaml]
+//
+// Without -config it uses the gatekit.yaml beside this file, built in.
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gatekit/gatekit"
+	"github.com/gatekit/gatekit/examples/provider/app"
+)
+
+//go:embed gatekit.yaml
+var defaultConfig []byte
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "provider:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
+	configPath := flag.String("config", "", "gatekit YAML configuration (default: the built-in gatekit.yaml)")
+	flag.Parse()
+
+	var (
+		cfg gatekit.Config
+		err error
+	)
+	if *configPath == "" {
+		cfg, err = gatekit.ParseConfig(defaultConfig)
+	} else {
+		cfg, err = gatekit.LoadConfig(*configPath)
+	}
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg.Logger = logger
+
+	e, err := app.New(cfg)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: *addr, Handler: e, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	logger.Info("provider listening", "addr", *addr)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

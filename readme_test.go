@@ -1,0 +1,65 @@
+package gatekit_test
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	apierrors "github.com/gatekit/gatekit/errors"
+)
+
+var updateREADME = flag.Bool("update-readme", false, "rewrite README.md's catalog table from the code")
+
+const (
+	catalogStart = "<!-- catalog:start (generated from errors.Catalog by readme_test.go; do not edit) -->\n"
+	catalogEnd   = "<!-- catalog:end -->"
+)
+
+// catalogTable is the README's catalog, written from the code.
+func catalogTable() string {
+	var b strings.Builder
+	b.WriteString("| code | status | type | retryable | default message |\n|---|---|---|---|---|\n")
+	for _, s := range apierrors.Catalog() {
+		status := fmt.Sprint(s.Status)
+		if s.MidStream {
+			status = "(mid-stream)"
+		}
+		retry := "no"
+		if s.Retryable {
+			retry = "yes"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s |\n", s.Code, status, s.Type, retry, s.Message)
+	}
+	return b.String()
+}
+
+// TestREADMECatalogMatchesTheCode fails when README.md's catalog table
+// differs from errors.Catalog; `go test -run TestREADMECatalog -update-readme`
+// rewrites it.
+func TestREADMECatalogMatchesTheCode(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := bytes.Index(readme, []byte(catalogStart))
+	end := bytes.Index(readme, []byte(catalogEnd))
+	if start < 0 || end < start {
+		t.Fatalf("README.md lacks the catalog markers %q ... %q", catalogStart, catalogEnd)
+	}
+	got := string(readme[start+len(catalogStart) : end])
+	want := catalogTable()
+	if got == want {
+		return
+	}
+	if *updateREADME {
+		out := append(append(append([]byte{}, readme[:start+len(catalogStart)]...), want...), readme[end:]...)
+		if err := os.WriteFile("README.md", out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("README.md's catalog table is out of date; run go test -run TestREADMECatalog -update-readme .\nwant:\n%s", want)
+}
