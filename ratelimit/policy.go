@@ -64,11 +64,3 @@ func (p Policy) Rate() rate.Limit {
 	}
 	return rate.Limit(float64(p.Limit) / p.Window.Seconds())
 }
-
-// burst returns Burst with the default applied.
-func (p Policy) burst() int64 {
-	if p.Burst == 0 {
-		return p.Limit
-	}
-	return p.Burst
-}

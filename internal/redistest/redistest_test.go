@@ -1,0 +1,71 @@
+package redistest_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gatekit/gatekit/internal/redistest"
+)
+
+func TestServerStopsAndRestartsOnTheSamePort(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t)
+	ctx := context.Background()
+	addr := srv.Addr()
+	if err := client.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Ping(ctx).Err(); err == nil {
+		t.Fatal("PING answered after Stop")
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Addr() != addr {
+		t.Fatalf("restarted on %s, was %s", srv.Addr(), addr)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for client.Ping(ctx).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no PING answer 2s after Restart")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, err := client.Exists(ctx, "k").Result(); err != nil || n != 0 {
+		t.Fatalf("after Restart: EXISTS k = %d, %v; want an empty server", n, err)
+	}
+}
+
+func TestPausedServerAnswersNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t)
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err == nil {
+		t.Fatal("paused server answered PING")
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("after Resume: %v", err)
+	}
+}
+
+func TestKeyPrefixesAreUnique(t *testing.T) {
+	srv := redistest.New()
+	defer srv.Close()
+	a, b := srv.KeyPrefix(t), srv.KeyPrefix(t)
+	if a == b {
+		t.Fatalf("two calls returned the same prefix %q", a)
+	}
+}

@@ -1,0 +1,40 @@
+package ratelimit_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/gatekit/gatekit/ratelimit"
+)
+
+func ExampleNewMemory() {
+	// A fixed clock, so that the output does not depend on timing.
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	limiter, err := ratelimit.NewMemory(&ratelimit.MemoryConfig{
+		Now: func() time.Time { return now },
+	})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	rpm := ratelimit.PerMinute(60).WithBurst(2) // one a second, two at once
+
+	for range 3 {
+		d, err := limiter.Allow(ctx, "principal-42:/v1/chat", rpm, 1)
+		if err != nil {
+			panic(err) // a store failure; Memory never fails
+		}
+		fmt.Printf("allowed=%v remaining=%d reset=%v retry=%v\n", d.Allowed, d.Remaining, d.ResetAfter, d.RetryAfter)
+	}
+
+	// Tokens are charged after the response, once the usage is known.
+	tpm := ratelimit.PerMinute(10_000)
+	d, _ := limiter.Charge(ctx, "principal-42:tokens", tpm, 12_500)
+	fmt.Printf("tokens: allowed=%v remaining=%d retry=%v\n", d.Allowed, d.Remaining, d.RetryAfter)
+	// Output:
+	// allowed=true remaining=1 reset=1s retry=0s
+	// allowed=true remaining=0 reset=2s retry=0s
+	// allowed=false remaining=0 reset=2s retry=1s
+	// tokens: allowed=false remaining=0 retry=15.006s
+}

@@ -1,0 +1,187 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatekit/gatekit/ratelimit/internal/bucket"
+)
+
+// DefaultMaxKeys is the number of keys a Memory tracks when
+// MemoryConfig.MaxKeys is 0: about 12 MB with 20-byte keys.
+const DefaultMaxKeys = 100_000
+
+// memoryShards is the number of independently locked parts of a Memory.
+const memoryShards = 64
+
+// evictionSamples is how many entries a full shard looks at to pick one to
+// evict.
+const evictionSamples = 5
+
+// MemoryConfig configures a Memory. The zero value (or a nil pointer) gives
+// the defaults.
+type MemoryConfig struct {
+	// MaxKeys is the most keys tracked at once; default DefaultMaxKeys. It
+	// is a hard cap, split evenly across 64 shards by key hash, so allow
+	// some headroom (10% is plenty above a few thousand keys) over the
+	// number of keys expected to be active at once. When a shard is full,
+	// a new key evicts whichever of a few sampled keys has the bucket that
+	// is (or will be) full soonest. A full bucket is the same as an
+	// untracked one, so eviction loses nothing unless more keys than
+	// MaxKeys are active at once, and then it errs on the side of allowing.
+	MaxKeys int
+	// Now is the clock; default time.Now. Decisions use it to the
+	// millisecond.
+	Now func() time.Time
+}
+
+// Memory is a Limiter that keeps its buckets in this process's memory: the
+// store for a single instance (several instances with a Memory each would
+// each grant the whole quota; share a redisstore.Store instead). Decisions on
+// a key already tracked allocate nothing and lock only the key's shard, one
+// of 64. Memory is safe for concurrent use. It does no I/O and never fails
+// for a valid request; the ctx argument of its methods is unused.
+type Memory struct {
+	now    func() time.Time
+	seed   maphash.Seed
+	shards []memoryShard
+}
+
+// Memory shares its integer arithmetic with the Redis store instead of
+// wrapping golang.org/x/time/rate, so that the two answer every request
+// identically: rate.Limiter cannot take a charge larger than its burst
+// (ReserveN refuses it and leaves the tokens uncharged), has no bound on
+// debt, reports no retry time from AllowN (ReserveN allocates one), and would
+// cost a pointer and about 80 bytes per key where an entry here is 48.
+
+var _ Limiter = (*Memory)(nil)
+
+type memoryShard struct {
+	mu      sync.Mutex
+	index   map[string]int32 // key -> position in entries
+	entries []memoryEntry
+	max     int
+	_       [80]byte // keep shards on separate cache lines
+}
+
+type memoryEntry struct {
+	key    string
+	state  bucket.State
+	fullAt int64 // millisecond from which state is a full bucket
+}
+
+// NewMemory returns a Memory configured by cfg; nil means the defaults.
+func NewMemory(cfg *MemoryConfig) (*Memory, error) {
+	var c MemoryConfig
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.MaxKeys < 0 {
+		return nil, errors.New("ratelimit: MemoryConfig.MaxKeys is negative")
+	}
+	if c.MaxKeys == 0 {
+		c.MaxKeys = DefaultMaxKeys
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	n := min(memoryShards, c.MaxKeys)
+	m := &Memory{now: c.Now, seed: maphash.MakeSeed(), shards: make([]memoryShard, n)}
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.index = make(map[string]int32)
+		s.max = c.MaxKeys / n
+		if i < c.MaxKeys%n {
+			s.max++
+		}
+	}
+	return m, nil
+}
+
+// Allow implements Limiter.Allow.
+func (m *Memory) Allow(_ context.Context, key string, p Policy, n int64) (Decision, error) {
+	return m.decide(key, p, bucket.OpAllow, n)
+}
+
+// Charge implements Limiter.Charge.
+func (m *Memory) Charge(_ context.Context, key string, p Policy, n int64) (Decision, error) {
+	return m.decide(key, p, bucket.OpCharge, n)
+}
+
+// Len returns the number of keys tracked.
+func (m *Memory) Len() int {
+	total := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		total += len(s.entries)
+		s.mu.Unlock()
+	}
+	return total
+}
+
+func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, error) {
+	if n < 0 {
+		return Decision{}, ErrNegativeUnits
+	}
+	prm, err := bucket.New(p.Limit, p.Window, p.Burst)
+	if err != nil {
+		return Decision{}, err
+	}
+	now := m.now().UnixMilli()
+	s := &m.shards[maphash.String(m.seed, key)%uint64(len(m.shards))]
+
+	s.mu.Lock()
+	i, tracked := s.index[key]
+	var st *bucket.State
+	if tracked {
+		st = &s.entries[i].state
+	}
+	r := bucket.Decide(st, prm, now, op, n)
+	if r.Write {
+		if tracked {
+			e := &s.entries[i]
+			e.state, e.fullAt = r.State, r.FullAt
+		} else {
+			s.insert(key, r.State, r.FullAt, now)
+		}
+	}
+	s.mu.Unlock()
+
+	return Decision{
+		Allowed:    r.Allowed,
+		Limit:      p.Limit,
+		Remaining:  r.Remaining,
+		ResetAfter: time.Duration(r.ResetAfter) * time.Millisecond,
+		RetryAfter: time.Duration(r.RetryAfter) * time.Millisecond,
+	}, nil
+}
+
+// insert adds key, evicting another key if the shard is full. s.mu is held.
+func (s *memoryShard) insert(key string, st bucket.State, fullAt, now int64) {
+	// Copy the key so that a key sliced from a larger buffer (a request
+	// body, say) does not keep the whole buffer alive.
+	e := memoryEntry{key: strings.Clone(key), state: st, fullAt: fullAt}
+	if len(s.entries) < s.max {
+		s.index[e.key] = int32(len(s.entries))
+		s.entries = append(s.entries, e)
+		return
+	}
+	victim := rand.IntN(len(s.entries))
+	for range evictionSamples - 1 {
+		if s.entries[victim].fullAt <= now {
+			break // already full: forgetting it loses nothing
+		}
+		if j := rand.IntN(len(s.entries)); s.entries[j].fullAt < s.entries[victim].fullAt {
+			victim = j
+		}
+	}
+	delete(s.index, s.entries[victim].key)
+	s.entries[victim] = e
+	s.index[e.key] = int32(victim)
+}

@@ -1,0 +1,443 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gatekit/gatekit/internal/redistest"
+	"github.com/gatekit/gatekit/ratelimit"
+	"github.com/gatekit/gatekit/ratelimit/ratelimittest"
+	"github.com/gatekit/gatekit/ratelimit/redisstore"
+)
+
+// redisServer is this package's redis-server, started by the first test that
+// needs it and stopped by TestMain.
+var redisServer = redistest.New()
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	redisServer.Close()
+	os.Exit(code)
+}
+
+// slowTimeout is the Timeout of tests that are not about timeouts: long
+// enough for a loaded CI machine.
+const slowTimeout = 5 * time.Second
+
+// slack is how much later than its Timeout a call to a dead or hung Redis
+// may return: scheduling delay, not waiting on Redis (go-redis's own
+// timeouts are seconds).
+const slack = 200 * time.Millisecond
+
+func newStore(tb testing.TB, client redis.UniversalClient, cfg *redisstore.Config) *redisstore.Store {
+	tb.Helper()
+	s, err := redisstore.New(client, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+func TestStoreConformance(t *testing.T) {
+	client := redisServer.Client(t)
+	ratelimittest.Run(t, func(t *testing.T, now func() time.Time) ratelimit.Limiter {
+		return newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Timeout: slowTimeout})
+	})
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer client.Close()
+	for name, cfg := range map[string]*redisstore.Config{
+		"braces in prefix": {Prefix: "rl:{x}:"},
+		"negative timeout": {Timeout: -time.Second},
+	} {
+		if _, err := redisstore.New(client, cfg); err == nil {
+			t.Errorf("%s: New accepted %+v", name, cfg)
+		}
+	}
+	if _, err := redisstore.New(nil, nil); err == nil {
+		t.Error("New accepted a nil client")
+	}
+}
+
+// TestStoreMatchesMemory replays random sequences of Allow and Charge on a
+// few keys, with the clock jumping, policies changing and values near the
+// largest a policy allows, against the Redis store and the memory store: the
+// Lua script must reproduce the Go arithmetic exactly.
+func TestStoreMatchesMemory(t *testing.T) {
+	clock := ratelimittest.NewClock(ratelimittest.Epoch())
+	mem, err := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(t, redisServer.Client(t), &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: clock.Now, Timeout: slowTimeout})
+	policies := []ratelimit.Policy{
+		ratelimit.PerSecond(10),
+		ratelimit.PerMinute(60).WithBurst(10),
+		ratelimit.PerHour(7),
+		ratelimit.PerMinute(1000),
+		ratelimit.PerSecond(5000),
+		// About the largest bucket a policy may have: 2^51 scaled units.
+		{Limit: 999_983, Window: 24 * time.Hour, Burst: 26_000_000},
+		{Limit: 1 << 40, Window: time.Millisecond, Burst: 2047},
+		// One scaled unit per unit, 2^51 of them: Remaining shows any
+		// digit lost on the way through Lua.
+		{Limit: 1 << 50, Window: 1024 * time.Millisecond, Burst: 1 << 51},
+	}
+	keys := []string{"a", "b", "c"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	ctx := context.Background()
+	for i := range 3000 {
+		switch rng.IntN(10) {
+		case 0:
+			clock.Advance(time.Duration(rng.Int64N(int64(48 * time.Hour))))
+		case 1, 2, 3:
+			clock.Advance(time.Duration(rng.Int64N(int64(2 * time.Second))))
+		}
+		key := keys[rng.IntN(len(keys))]
+		p := policies[rng.IntN(len(policies))]
+		burst := p.Burst
+		if burst == 0 {
+			burst = p.Limit
+		}
+		var n int64
+		switch rng.IntN(4) {
+		case 0:
+			n = rng.Int64N(3)
+		case 1:
+			n = rng.Int64N(burst + 1)
+		case 2:
+			n = burst + rng.Int64N(2*burst+1)
+		default:
+			n = 1
+		}
+		op, f, g := "Allow", mem.Allow, store.Allow
+		if rng.IntN(3) == 0 {
+			op, f, g = "Charge", mem.Charge, store.Charge
+		}
+		want, err := f(ctx, key, p, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := g(ctx, key, p, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("step %d: %s(%q, %+v, %d) at +%v:\nredis  %+v\nmemory %+v", i, op, key, p, n, clock.Now().Sub(ratelimittest.Epoch()), got, want)
+		}
+	}
+}
+
+func TestStoreUsesRedisClockAndExpiresKeys(t *testing.T) {
+	client := redisServer.Client(t)
+	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
+	ctx := context.Background()
+	p := ratelimit.PerMinute(60).WithBurst(10) // a second per unit
+
+	d, err := store.Allow(ctx, "alice", p, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ratelimit.Decision{Allowed: true, Limit: 60, Remaining: 6, ResetAfter: 4 * time.Second}); d != want {
+		t.Fatalf("first Allow: %+v, want %+v", d, want)
+	}
+	key := store.Key("alice")
+	if !strings.HasSuffix(key, "{alice}") {
+		t.Fatalf("Key(%q) = %q: not hash-tagged", "alice", key)
+	}
+	ttl, err := client.PTTL(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Refill time (4s) plus a second's margin.
+	if ttl <= 4*time.Second || ttl > 5*time.Second {
+		t.Fatalf("PTTL %s = %v, want in (4s, 5s]", key, ttl)
+	}
+	// Checks and denials write nothing.
+	store.Allow(ctx, "alice", p, 0)
+	store.Allow(ctx, "alice", p, 11)
+	store.Allow(ctx, "bob", p, 0)
+	if n, _ := client.Exists(ctx, store.Key("bob")).Result(); n != 0 {
+		t.Fatal("a check on an untracked key created it")
+	}
+	// Time passes on the Redis server's clock.
+	time.Sleep(20 * time.Millisecond)
+	d, err = store.Allow(ctx, "alice", p, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ResetAfter > 4*time.Second-20*time.Millisecond || d.ResetAfter < 3*time.Second {
+		t.Fatalf("20ms later ResetAfter = %v, want just under 3.98s", d.ResetAfter)
+	}
+}
+
+func TestStoreKeysUseHashTags(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer client.Close()
+	store := newStore(t, client, nil)
+	if got, want := store.Key("user_42:/v1/chat"), "gatekit:rl:{user_42:/v1/chat}"; got != want {
+		t.Fatalf("Key = %q, want %q", got, want)
+	}
+}
+
+func TestRedisExactAcrossInstances(t *testing.T) {
+	redisServer.Ready(t)
+	key := redisServer.KeyPrefix(t) + "hot"
+	p := ratelimit.PerSecond(200).WithBurst(20) // one unit every 5ms
+	ctx := context.Background()
+	const instances, goroutines = 3, 32
+
+	// Separate instances: a client and a Store each, with their
+	// connections open before the clock starts.
+	var stores []*redisstore.Store
+	for range instances {
+		client := redisServer.Client(t)
+		var wg sync.WaitGroup
+		for range goroutines {
+			wg.Go(func() { client.Ping(ctx) })
+		}
+		wg.Wait()
+		stores = append(stores, newStore(t, client, &redisstore.Config{Timeout: slowTimeout}))
+	}
+	admin := redisServer.Client(t)
+
+	// Elapsed time is measured on the Redis server's clock, the one the
+	// script uses, bracketing the first decision (which creates the
+	// bucket) and the last (which reads what is left).
+	now := func() time.Time {
+		t.Helper()
+		tm, err := admin.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm
+	}
+	var allowed atomic.Int64
+	beforeFirst := now()
+	if d, err := stores[0].Allow(ctx, key, p, 1); err != nil || !d.Allowed {
+		t.Fatalf("first request: %+v, %v", d, err)
+	}
+	afterFirst := now()
+	allowed.Add(1)
+	stop := time.Now().Add(300 * time.Millisecond)
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		for range goroutines {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					d, err := s.Allow(ctx, key, p, 1)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if d.Allowed {
+						allowed.Add(1)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	beforeLast := now()
+	last, err := stores[0].Allow(ctx, key, p, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	afterLast := now()
+
+	// Units granted over an interval: the burst plus the refill.
+	granted := func(d time.Duration) float64 { return float64(p.Burst) + float64(p.Limit)*d.Seconds() }
+	most, least := granted(afterLast.Sub(beforeFirst)), granted(beforeLast.Sub(afterFirst))
+	got := allowed.Load()
+	t.Logf("%d instances x %d goroutines: %d allowed in %v (Redis clock), %d left unclaimed; burst + rate*elapsed = %.2f",
+		instances, goroutines, got, afterLast.Sub(beforeFirst), last.Remaining, most)
+	// Never more than the bucket gave out, and, counting the whole units
+	// left at the end (that no one asked for), not one unit lost.
+	if float64(got) > most {
+		t.Errorf("%d allowed, more than burst + rate*elapsed = %.2f", got, most)
+	}
+	if sum := float64(got + last.Remaining); sum > most || sum < least-1 {
+		t.Errorf("allowed %d + left %d = %.0f, want within one of %.2f (at least %.2f): units were lost or minted",
+			got, last.Remaining, sum, most, least-1)
+	}
+}
+
+func TestStoreFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
+	srv := redistest.Start(t)
+	// A production-like client: default retries and timeouts.
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	const timeout = 100 * time.Millisecond
+	store := newStore(t, client, &redisstore.Config{Timeout: timeout})
+	ctx := context.Background()
+	p := ratelimit.PerSecond(100)
+	if _, err := store.Allow(ctx, "k", p, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		start := time.Now()
+		_, err := store.Allow(ctx, "k", p, 1)
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("call %d succeeded with Redis stopped", i)
+		}
+		if took > timeout+slack {
+			t.Fatalf("call %d with Redis stopped took %v (Timeout %v): %v", i, took, timeout, err)
+		}
+		t.Logf("call %d with Redis stopped: %v after %v", i, err, took.Round(time.Millisecond))
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// The restarted server has an empty script cache too: EVALSHA fails
+	// with NOSCRIPT and the script is sent again.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d, err := store.Allow(ctx, "k", p, 1)
+		if err == nil {
+			if !d.Allowed || d.Remaining != 99 {
+				t.Fatalf("first decision after restart: %+v, want a full bucket", d)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no decision 5s after Restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestStoreFailsFastWhileRedisHangs(t *testing.T) {
+	srv := redistest.Start(t)
+	const timeout = 100 * time.Millisecond
+	for _, ctxTimeouts := range []bool{true, false} {
+		client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: ctxTimeouts})
+		defer client.Close()
+		store := newStore(t, client, &redisstore.Config{Timeout: timeout})
+		ctx := context.Background()
+		p := ratelimit.PerSecond(100)
+		if _, err := store.Allow(ctx, "k", p, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err := store.Allow(ctx, "k", p, 1)
+		took := time.Since(start)
+		if err := srv.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("ContextTimeoutEnabled=%v: err = %v, want one wrapping context.DeadlineExceeded", ctxTimeouts, err)
+		}
+		if took > timeout+slack {
+			t.Errorf("ContextTimeoutEnabled=%v: hung Redis held the call for %v (Timeout %v)", ctxTimeouts, took, timeout)
+		}
+		t.Logf("ContextTimeoutEnabled=%v: %v after %v", ctxTimeouts, err, took.Round(time.Millisecond))
+	}
+}
+
+func TestStoreHonoursTheCallersDeadline(t *testing.T) {
+	client := redisServer.Client(t)
+	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := store.Allow(ctx, "k", ratelimit.PerSecond(1), 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Allow with a cancelled context: err = %v, want context.Canceled", err)
+	}
+}
+
+// countingHook counts the commands a client sends.
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return next(ctx, network, addr)
+	}
+}
+
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+func TestStoreDecidesInOneRoundTrip(t *testing.T) {
+	redisServer.Ready(t)
+	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	hook := &countingHook{}
+	client.AddHook(hook)
+	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
+	ctx := context.Background()
+	p := ratelimit.PerMinute(100)
+	store.Allow(ctx, "k", p, 1) // may load the script: EVALSHA, NOSCRIPT, EVAL
+	before := hook.n.Load()
+	for range 50 {
+		if _, err := store.Allow(ctx, "k", p, 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.Charge(ctx, "k", p, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := hook.n.Load() - before; n != 100 {
+		t.Fatalf("100 decisions sent %d commands, want 100", n)
+	}
+}
+
+func BenchmarkRedisAllow(b *testing.B) {
+	redisServer.Ready(b)
+	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	store := newStore(b, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(b), Timeout: slowTimeout})
+	ctx := context.Background()
+	p := ratelimit.PerSecond(1_000_000)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("principal_%04d:/v1/chat", i)
+	}
+	var next atomic.Int64
+	// Enough requests in flight to measure Redis, not the round trip.
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1)) * 101
+		for pb.Next() {
+			if _, err := store.Allow(ctx, keys[i%len(keys)], p, 1); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
