@@ -12,9 +12,12 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/middleware"
+	"github.com/gatekit/gatekit/ratelimit"
 )
 
 // DefaultBodyLimit is the body limit of routes that set none: 8 MiB.
@@ -34,8 +37,27 @@ type Config struct {
 	// route pattern ("POST /v1/chat/completions"), or by "/path" alone for
 	// every method.
 	Routes map[string]RouteConfig `yaml:"routes"`
+	// Auth says which requests need an API key and where it is read.
+	Auth AuthConfig `yaml:"auth"`
+	// Keys are the API keys the service knows, with their principals.
+	// Ignored when KeyStore is set.
+	Keys []KeyConfig `yaml:"keys"`
+	// Tiers hold the limits and models of each plan, by tier name.
+	Tiers map[string]TierConfig `yaml:"tiers"`
+	// RateLimit sets how rate limits are stored and what happens when the
+	// store fails.
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
+
 	// Logger receives 5xx causes and panics. Default: slog.Default().
 	Logger *slog.Logger `yaml:"-"`
+	// KeyStore resolves API keys; it replaces Keys, for services that keep
+	// keys in a database.
+	KeyStore middleware.KeyStore `yaml:"-"`
+	// Limiter stores rate limits. Default: a ratelimit.Memory; use a
+	// redisstore.Store when several instances share limits.
+	Limiter ratelimit.Limiter `yaml:"-"`
+	// Metrics, when set, receives gatekit's Prometheus metrics.
+	Metrics prometheus.Registerer `yaml:"-"`
 }
 
 // RouteConfig is the per-route part of [Config].
@@ -43,6 +65,77 @@ type RouteConfig struct {
 	// BodyLimit caps this route's request bodies. Zero takes the service's
 	// limit; a negative value means no limit.
 	BodyLimit ByteSize `yaml:"body_limit"`
+	// LimitConfig holds the route's default rate limits, for principals
+	// whose tier and key set none.
+	LimitConfig `yaml:",inline"`
+}
+
+// LimitConfig is a set of rate limits: requests and tokens per minute,
+// each with an optional burst (default: the per-minute figure). Zero
+// means "not set here": the next level's limit applies.
+type LimitConfig struct {
+	// RPM is requests per minute.
+	RPM int64 `yaml:"rpm"`
+	// RPMBurst is the most requests that can be made at once.
+	RPMBurst int64 `yaml:"rpm_burst"`
+	// TPM is tokens per minute, charged with the usage handlers report.
+	TPM int64 `yaml:"tpm"`
+	// TPMBurst is the most tokens that can be spent at once.
+	TPMBurst int64 `yaml:"tpm_burst"`
+}
+
+// AuthConfig is the authentication part of [Config].
+type AuthConfig struct {
+	// Paths are the path prefixes whose requests need a key. Default:
+	// every path, once keys (or a KeyStore) are configured.
+	Paths []string `yaml:"paths"`
+	// Headers are where the key is read, in order: "Authorization" (as
+	// "Bearer KEY") or any header holding the key alone. Default:
+	// Authorization, then X-Api-Key.
+	Headers []string `yaml:"headers"`
+}
+
+// KeyConfig is one API key and who holds it.
+type KeyConfig struct {
+	// ID names the principal in limits, logs and metrics. Required.
+	ID string `yaml:"id"`
+	// Key is the raw key. Prefer KeySHA256 outside demos: a config file
+	// then holds nothing that authenticates.
+	Key string `yaml:"key"`
+	// KeySHA256 is the hex SHA-256 digest of the key (`printf %s KEY |
+	// sha256sum`).
+	KeySHA256 string `yaml:"key_sha256"`
+	// Account is the account the key belongs to. Default: the ID.
+	Account string `yaml:"account"`
+	// Tier names an entry of Config.Tiers.
+	Tier string `yaml:"tier"`
+	// Models the key may use; empty takes the tier's list, and an empty
+	// tier list allows every model.
+	Models []string `yaml:"models"`
+	// LimitConfig overrides the tier's and routes' limits for this key on
+	// every limited route.
+	LimitConfig `yaml:",inline"`
+}
+
+// TierConfig is one plan: its models and its rate limits.
+type TierConfig struct {
+	// Models the tier's keys may use; empty allows every model.
+	Models []string `yaml:"models"`
+	// LimitConfig holds the tier's limits on every route the tier does
+	// not name in Routes.
+	LimitConfig `yaml:",inline"`
+	// Routes holds the tier's limits per route, keyed like Config.Routes.
+	Routes map[string]LimitConfig `yaml:"routes"`
+}
+
+// RateLimitConfig is the rate-limit part of [Config].
+type RateLimitConfig struct {
+	// Fail is "closed" (default: 503 service_unavailable while the store is
+	// unreachable) or "open" (requests pass unlimited).
+	Fail string `yaml:"fail"`
+	// MaxKeys caps the buckets the memory store tracks. Default:
+	// ratelimit.DefaultMaxKeys.
+	MaxKeys int `yaml:"max_keys"`
 }
 
 // LoadConfig reads a YAML configuration file strictly: an unknown key or
@@ -78,18 +171,96 @@ func ParseConfig(data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// Validate reports the first problem in cfg: an unknown shape or a
-// malformed route key.
+// Validate reports the first problem in cfg: an unknown shape, a
+// malformed route key, a key without id or with two ways to match it, a
+// tier that does not exist, or a negative limit.
 func (cfg Config) Validate() error {
 	if _, err := apierrors.ParseShape(string(cfg.Shape)); err != nil {
 		return fmt.Errorf("invalid configuration: shape: %w", err)
 	}
-	for key := range cfg.Routes {
+	for key, rc := range cfg.Routes {
 		if _, _, err := parseRouteKey(key); err != nil {
 			return fmt.Errorf("invalid configuration: routes: %w", err)
 		}
+		if err := rc.LimitConfig.validate(); err != nil {
+			return fmt.Errorf("invalid configuration: routes: %q: %w", key, err)
+		}
+	}
+	for name, t := range cfg.Tiers {
+		if err := t.LimitConfig.validate(); err != nil {
+			return fmt.Errorf("invalid configuration: tier %q: %w", name, err)
+		}
+		for key, lc := range t.Routes {
+			if _, _, err := parseRouteKey(key); err != nil {
+				return fmt.Errorf("invalid configuration: tier %q: %w", name, err)
+			}
+			if err := lc.validate(); err != nil {
+				return fmt.Errorf("invalid configuration: tier %q: route %q: %w", name, key, err)
+			}
+		}
+	}
+	ids := map[string]bool{}
+	for i, k := range cfg.Keys {
+		switch {
+		case k.ID == "":
+			return fmt.Errorf("invalid configuration: keys[%d]: id is required", i)
+		case ids[k.ID]:
+			return fmt.Errorf("invalid configuration: keys[%d]: id %q is used twice", i, k.ID)
+		case (k.Key == "") == (k.KeySHA256 == ""):
+			return fmt.Errorf("invalid configuration: key %q: give exactly one of key and key_sha256", k.ID)
+		}
+		ids[k.ID] = true
+		if k.KeySHA256 != "" {
+			if _, err := middleware.ParseKeyDigest(k.KeySHA256); err != nil {
+				return fmt.Errorf("invalid configuration: key %q: key_sha256: %w", k.ID, err)
+			}
+		}
+		if _, ok := cfg.Tiers[k.Tier]; k.Tier != "" && !ok {
+			return fmt.Errorf("invalid configuration: key %q: tier %q is not defined", k.ID, k.Tier)
+		}
+		if err := k.LimitConfig.validate(); err != nil {
+			return fmt.Errorf("invalid configuration: key %q: %w", k.ID, err)
+		}
+	}
+	for _, p := range cfg.Auth.Paths {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("invalid configuration: auth: path %q must start with /", p)
+		}
+	}
+	switch cfg.RateLimit.Fail {
+	case "", "closed", "open":
+	default:
+		return fmt.Errorf("invalid configuration: rate_limit: fail must be \"open\" or \"closed\", not %q", cfg.RateLimit.Fail)
+	}
+	if cfg.RateLimit.MaxKeys < 0 {
+		return fmt.Errorf("invalid configuration: rate_limit: max_keys must not be negative")
 	}
 	return nil
+}
+
+// validate rejects negative figures and bursts without a rate.
+func (lc LimitConfig) validate() error {
+	if lc.RPM < 0 || lc.TPM < 0 || lc.RPMBurst < 0 || lc.TPMBurst < 0 {
+		return fmt.Errorf("limits must not be negative")
+	}
+	if (lc.RPMBurst > 0 && lc.RPM == 0) || (lc.TPMBurst > 0 && lc.TPM == 0) {
+		return fmt.Errorf("a burst needs its rate (rpm or tpm)")
+	}
+	return nil
+}
+
+// limits turns lc into policies; unset figures stay nil.
+func (lc LimitConfig) limits() middleware.Limits {
+	var l middleware.Limits
+	if lc.RPM > 0 {
+		p := ratelimit.PerMinute(lc.RPM).WithBurst(lc.RPMBurst)
+		l.Requests = &p
+	}
+	if lc.TPM > 0 {
+		p := ratelimit.PerMinute(lc.TPM).WithBurst(lc.TPMBurst)
+		l.Tokens = &p
+	}
+	return l
 }
 
 // parseRouteKey splits "POST /v1/x" into method and path; "/v1/x" alone

@@ -20,18 +20,24 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatekit/gatekit/middleware"
+	"github.com/gatekit/gatekit/ratelimit"
 )
 
 // Gate is gatekit as mounted on one Echo instance.
 type Gate struct {
-	cfg    Config
-	limits routeLimits
+	cfg     Config
+	limits  routeLimits
+	keys    middleware.KeyStore
+	limiter ratelimit.Limiter
+	metrics *middleware.Metrics
 }
 
 // Mount installs gatekit on e: the global error handler (cfg.Shape), the
 // strict JSON binder and the validator, and the middleware chain request
-// id -> panic recovery -> body limit. Call it before registering routes'
-// own middleware; it fails only for an invalid cfg.
+// id -> panic recovery -> body limit -> authentication -> rate limits.
+// Authentication and rate limits are installed when keys (or a KeyStore)
+// are configured. Call it before registering routes; it fails only for an
+// invalid cfg.
 func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -56,36 +62,78 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gatekit: %w", err)
 	}
+	chain := []echo.MiddlewareFunc{requestID, middleware.Recover(), bodyLimit}
+
+	if cfg.Metrics != nil {
+		if g.metrics, err = middleware.NewMetrics(cfg.Metrics, nil); err != nil {
+			return nil, fmt.Errorf("gatekit: metrics: %w", err)
+		}
+	}
+	g.keys = cfg.KeyStore
+	if g.keys == nil && len(cfg.Keys) > 0 {
+		if g.keys, err = keyStore(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if g.keys != nil {
+		auth, err := middleware.AuthConfig{Keys: g.keys, Headers: cfg.Auth.Headers, Skipper: authSkipper(cfg.Auth.Paths)}.ToMiddleware()
+		if err != nil {
+			return nil, fmt.Errorf("gatekit: %w", err)
+		}
+		g.limiter = cfg.Limiter
+		if g.limiter == nil {
+			if g.limiter, err = ratelimit.NewMemory(&ratelimit.MemoryConfig{MaxKeys: cfg.RateLimit.MaxKeys}); err != nil {
+				return nil, fmt.Errorf("gatekit: %w", err)
+			}
+		}
+		fail := middleware.FailClosed
+		if cfg.RateLimit.Fail == "open" {
+			fail = middleware.FailOpen
+		}
+		limit, err := middleware.RateLimitConfig{
+			Limiter:   g.limiter,
+			LimitsFor: newLimitResolver(cfg).limitsFor,
+			Fail:      fail,
+			Metrics:   g.metrics,
+			Logger:    cfg.Logger,
+		}.ToMiddleware()
+		if err != nil {
+			return nil, fmt.Errorf("gatekit: %w", err)
+		}
+		chain = append(chain, auth, limit)
+	}
+
 	e.HTTPErrorHandler = handler
 	e.Binder = middleware.NewBinder()
 	e.Validator = middleware.NewValidator()
-	e.Use(requestID, middleware.Recover(), bodyLimit)
+	e.Use(chain...)
 	return g, nil
 }
+
+// Limiter returns the rate-limit store g uses, or nil when no keys are
+// configured.
+func (g *Gate) Limiter() ratelimit.Limiter { return g.limiter }
+
+// Keys returns the key store g authenticates with, or nil when none is
+// configured.
+func (g *Gate) Keys() middleware.KeyStore { return g.keys }
 
 // Config returns the configuration g runs with, defaults filled in.
 func (g *Gate) Config() Config { return g.cfg }
 
 // routeLimits answers the body limit of a request's route without
-// allocating: method -> route pattern -> limit, with "" for any method.
+// allocating.
 type routeLimits struct {
-	byMethod map[string]map[string]int64
+	routes   routeTable[int64]
 	fallback int64
 }
 
 func newRouteLimits(cfg Config) routeLimits {
-	rl := routeLimits{byMethod: map[string]map[string]int64{}, fallback: int64(cfg.BodyLimit)}
+	rl := routeLimits{routes: routeTable[int64]{}, fallback: int64(cfg.BodyLimit)}
 	for key, rc := range cfg.Routes {
-		if rc.BodyLimit == 0 {
-			continue
+		if rc.BodyLimit != 0 {
+			rl.routes.put(key, int64(rc.BodyLimit))
 		}
-		method, path, _ := parseRouteKey(key)
-		m := rl.byMethod[method]
-		if m == nil {
-			m = map[string]int64{}
-			rl.byMethod[method] = m
-		}
-		m[path] = int64(rc.BodyLimit)
 	}
 	return rl
 }
@@ -93,11 +141,7 @@ func newRouteLimits(cfg Config) routeLimits {
 // limitFor is the body limit of c's route: its method's entry, else the
 // any-method entry, else the service's. -1 means unlimited.
 func (rl routeLimits) limitFor(c echo.Context) int64 {
-	path := c.Path()
-	if l, ok := rl.byMethod[c.Request().Method][path]; ok {
-		return l
-	}
-	if l, ok := rl.byMethod[""][path]; ok {
+	if l, ok := rl.routes.get(c.Request().Method, c.Path()); ok {
 		return l
 	}
 	return rl.fallback

@@ -107,9 +107,25 @@ func checkEnvelope(t *testing.T, res *http.Response, code apierrors.Code) envelo
 	return env
 }
 
+// withKey is an HTTP client that sends key as a Bearer token.
+func withKey(key string) *http.Client {
+	return &http.Client{Transport: keyTransport(key)}
+}
+
+type keyTransport string
+
+func (k keyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+string(k))
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// pro is a client of the demo's pro tier, whose limits no test here reaches.
+var pro = withKey("sk-demo-pro")
+
 func post(t *testing.T, url, contentType string, body io.Reader) *http.Response {
 	t.Helper()
-	res, err := http.Post(url, contentType, body)
+	res, err := pro.Post(url, contentType, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +246,7 @@ func TestProviderAnswersBadRequestsWithTheRightCode(t *testing.T) {
 			if tc.contentType != "" {
 				req.Header.Set("Content-Type", tc.contentType)
 			}
-			res, err := http.DefaultClient.Do(req)
+			res, err := pro.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,21 +267,21 @@ func TestProviderAnswersBadRequestsWithTheRightCode(t *testing.T) {
 
 func TestProviderRoutingErrors(t *testing.T) {
 	srv := newProvider(t)
-	res, err := http.Get(srv.URL + "/v1/nope")
+	res, err := pro.Get(srv.URL + "/v1/nope")
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkEnvelope(t, res, apierrors.CodeNotFound)
 
 	req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/v1/models", nil)
-	res, err = http.DefaultClient.Do(req)
+	res, err = pro.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkEnvelope(t, res, apierrors.CodeMethodNotAllowed)
 
 	req, _ = http.NewRequest(http.MethodHead, srv.URL+"/v1/nope", nil)
-	res, err = http.DefaultClient.Do(req)
+	res, err = pro.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +300,7 @@ func TestProviderChatCompletion(t *testing.T) {
 		Object  string `json:"object"`
 		Choices []struct {
 			Message      struct{ Role, Content string } `json:"message"`
-			FinishReason string                          `json:"finish_reason"`
+			FinishReason string                         `json:"finish_reason"`
 		} `json:"choices"`
 		Usage struct {
 			PromptTokens     int `json:"prompt_tokens"`
@@ -354,7 +370,7 @@ func TestProviderBodyLimits(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+chatURL, io.MultiReader(strings.NewReader(`{"model":"`), strings.NewReader(big), strings.NewReader(`"}`)))
 	req.Header.Set("Content-Type", "application/json")
 	req.ContentLength = -1
-	res, err := http.DefaultClient.Do(req)
+	res, err := pro.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +393,7 @@ func TestProviderUploadLimit(t *testing.T) {
 		}()
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/audio/transcriptions", pr)
 		req.Header.Set("Content-Type", mw.FormDataContentType()) // streamed: no Content-Length
-		res, err := http.DefaultClient.Do(req)
+		res, err := pro.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,7 +452,7 @@ func TestPanicBecomesInternalErrorAndServerStaysUp(t *testing.T) {
 // marks retryable.
 func TestOpenAISDKDecodesGatekitErrors(t *testing.T) {
 	srv := newProvider(t)
-	client := openai.NewClient(option.WithBaseURL(srv.URL+"/v1/"), option.WithAPIKey("sk-test"), option.WithMaxRetries(0))
+	client := openai.NewClient(option.WithBaseURL(srv.URL+"/v1/"), option.WithAPIKey("sk-demo-pro"), option.WithMaxRetries(0))
 	ctx := context.Background()
 	user := []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello from the sdk")}
 

@@ -2,7 +2,7 @@
 // chat completions (plain and streamed), a model list and an upload route,
 // with every failure answered in gatekit's envelope.
 //
-//	go run ./examples/provider [-addr 127.0.0.1:8080] [-config gatekit.yaml]
+//	go run ./examples/provider [-addr 127.0.0.1:8080] [-config gatekit.yaml] [-redis redis://127.0.0.1:6379/0]
 //
 // Without -config it uses the gatekit.yaml beside this file, built in.
 package main
@@ -20,8 +20,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/gatekit/gatekit"
 	"github.com/gatekit/gatekit/examples/provider/app"
+	"github.com/gatekit/gatekit/ratelimit/redisstore"
 )
 
 //go:embed gatekit.yaml
@@ -37,6 +43,7 @@ func main() {
 func run() error {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
 	configPath := flag.String("config", "", "gatekit YAML configuration (default: the built-in gatekit.yaml)")
+	redisURL := flag.String("redis", os.Getenv("GATEKIT_REDIS_URL"), "Redis URL (redis://host:port/db) to keep every store in; default (and env GATEKIT_REDIS_URL unset): in memory")
 	flag.Parse()
 
 	var (
@@ -53,11 +60,26 @@ func run() error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg.Logger = logger
+	cfg.Metrics = prometheus.DefaultRegisterer
+	if *redisURL != "" {
+		opts, err := redis.ParseURL(*redisURL)
+		if err != nil {
+			return fmt.Errorf("-redis: %w", err)
+		}
+		opts.ContextTimeoutEnabled = true
+		client := redis.NewClient(opts)
+		defer client.Close()
+		if cfg.Limiter, err = redisstore.New(client, nil); err != nil {
+			return err
+		}
+		logger.Info("stores on redis", "addr", opts.Addr)
+	}
 
 	e, err := app.New(cfg)
 	if err != nil {
 		return err
 	}
+	e.GET("/metrics", echo.WrapHandler(promhttp.Handler()))
 	srv := &http.Server{Addr: *addr, Handler: e, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

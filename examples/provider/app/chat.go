@@ -42,6 +42,11 @@ type usage struct {
 	TotalTokens      int `json:"total_tokens"`
 }
 
+// report is u as gatekit's token limits and budgets read it.
+func (u usage) report(model string) middleware.Usage {
+	return middleware.Usage{Model: model, PromptTokens: int64(u.PromptTokens), CompletionTokens: int64(u.CompletionTokens)}
+}
+
 type choice struct {
 	Index        int          `json:"index"`
 	Message      *chatMessage `json:"message,omitempty"`
@@ -72,6 +77,9 @@ func chatCompletions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := middleware.RequireModel(c, m.ID); err != nil {
+		return err
+	}
 	words, finish := answer(req)
 	u := usage{PromptTokens: promptTokens(req.Messages), CompletionTokens: len(words)}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
@@ -83,6 +91,9 @@ func chatCompletions(c echo.Context) error {
 	}
 	if m.behaviour == flaky {
 		return apierrors.ModelTimeout("The model gk-flaky did not respond in time.")
+	}
+	if err := middleware.ReportUsage(c, u.report(m.ID)); err != nil {
+		return err
 	}
 	return c.JSON(http.StatusOK, completion{
 		ID: id, Object: "chat.completion", Created: created, Model: m.ID,
@@ -108,6 +119,8 @@ func stream(c echo.Context, req chatRequest, m model, words []string, finish str
 	}
 	for i, w := range words {
 		if m.behaviour == flaky && i == 2 {
+			// What was streamed was spent: the prompt and two words.
+			_ = middleware.ReportUsage(c, usage{PromptTokens: u.PromptTokens, CompletionTokens: 2}.report(m.ID))
 			return apierrors.ModelTimeout("The model gk-flaky stopped responding mid-stream.")
 		}
 		if i > 0 {
@@ -118,7 +131,11 @@ func stream(c echo.Context, req chatRequest, m model, words []string, finish str
 		}
 	}
 	if m.behaviour == flaky {
+		_ = middleware.ReportUsage(c, u.report(m.ID))
 		return apierrors.ModelTimeout("The model gk-flaky stopped responding mid-stream.")
+	}
+	if err := middleware.ReportUsage(c, u.report(m.ID)); err != nil {
+		return err
 	}
 	if err := s.Send(chunk(delta{}, &finish)); err != nil {
 		return err

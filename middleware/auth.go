@@ -1,0 +1,234 @@
+package middleware
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	apierrors "github.com/gatekit/gatekit/errors"
+)
+
+// Principal is who a request acts for, resolved from its API key. Limits,
+// budgets, logs and metrics are keyed by ID, never by the key itself.
+type Principal struct {
+	// ID identifies the key (for example "key_acme_prod"); it is safe to log.
+	ID string
+	// Account is the account the key belongs to; budgets may be shared by
+	// every key of an account.
+	Account string
+	// Tier names the key's plan ("free", "pro"); per-tier policies apply.
+	Tier string
+	// Models lists the models the key may use; empty means every model.
+	Models []string
+	// Limits overrides the tier's and the route's rate limits for this key;
+	// nil fields inherit.
+	Limits Limits
+}
+
+// AllowsModel reports whether p may use model.
+func (p *Principal) AllowsModel(model string) bool {
+	return len(p.Models) == 0 || slices.Contains(p.Models, model)
+}
+
+// KeyStore resolves API keys to principals.
+type KeyStore interface {
+	// Lookup returns the principal holding key, or ok == false when no
+	// principal does. err is non-nil only when the store itself failed;
+	// an unknown key is not an error.
+	Lookup(ctx context.Context, key string) (p *Principal, ok bool, err error)
+}
+
+// StaticKeys is a KeyStore held in memory. It keeps only SHA-256 digests of
+// the keys and compares them in constant time, so neither a memory dump nor
+// response timing gives a key away. It is safe for concurrent use once
+// built.
+type StaticKeys struct {
+	// byIndex buckets keys by the first 8 bytes of their digest; the full
+	// digest is then compared in constant time.
+	byIndex map[uint64][]staticKey
+}
+
+type staticKey struct {
+	digest    [sha256.Size]byte
+	principal *Principal
+}
+
+var _ KeyStore = (*StaticKeys)(nil)
+
+// NewStaticKeys returns an empty StaticKeys.
+func NewStaticKeys() *StaticKeys {
+	return &StaticKeys{byIndex: map[uint64][]staticKey{}}
+}
+
+// Add registers p under the raw key. It fails for an empty key, a principal
+// without ID, or a key registered twice.
+func (s *StaticKeys) Add(key string, p *Principal) error {
+	if key == "" {
+		return fmt.Errorf("static keys: empty key for principal %q", p.ID)
+	}
+	return s.AddDigest(sha256.Sum256([]byte(key)), p)
+}
+
+// AddDigest registers p under the SHA-256 digest of its key, for
+// configurations that never hold the raw key.
+func (s *StaticKeys) AddDigest(digest [sha256.Size]byte, p *Principal) error {
+	if p == nil || p.ID == "" {
+		return fmt.Errorf("static keys: a principal needs an ID")
+	}
+	i := digestIndex(digest)
+	for _, k := range s.byIndex[i] {
+		if k.digest == digest {
+			return fmt.Errorf("static keys: principal %q: the same key is registered twice", p.ID)
+		}
+	}
+	s.byIndex[i] = append(s.byIndex[i], staticKey{digest: digest, principal: p})
+	return nil
+}
+
+// ParseKeyDigest reads a hex SHA-256 digest, as `sha256sum` prints it.
+func ParseKeyDigest(s string) ([sha256.Size]byte, error) {
+	var d [sha256.Size]byte
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != sha256.Size {
+		return d, fmt.Errorf("invalid SHA-256 digest: want 64 hex digits")
+	}
+	copy(d[:], b)
+	return d, nil
+}
+
+// Lookup hashes key and finds its principal, comparing digests in
+// constant time.
+func (s *StaticKeys) Lookup(_ context.Context, key string) (*Principal, bool, error) {
+	d := sha256.Sum256([]byte(key))
+	var found *Principal
+	for _, k := range s.byIndex[digestIndex(d)] {
+		if subtle.ConstantTimeCompare(k.digest[:], d[:]) == 1 {
+			found = k.principal
+		}
+	}
+	return found, found != nil, nil
+}
+
+// digestIndex is the first 8 bytes of a digest, the non-secret part used
+// to find candidates.
+func digestIndex(d [sha256.Size]byte) uint64 {
+	return binary.BigEndian.Uint64(d[:8])
+}
+
+// AuthConfig configures [AuthWithConfig].
+type AuthConfig struct {
+	// Skipper skips authentication for a request when it returns true (for
+	// example a health check). Default: never skip.
+	Skipper middleware.Skipper
+	// Keys resolves keys to principals. Required.
+	Keys KeyStore
+	// Headers lists where the key is looked for, in order: "Authorization"
+	// (as "Bearer KEY") and/or any other header holding the key alone.
+	// Default: Authorization, then X-Api-Key.
+	Headers []string
+}
+
+// Auth authenticates every request against keys, reading the key from
+// Authorization: Bearer or X-Api-Key.
+func Auth(keys KeyStore) echo.MiddlewareFunc {
+	return mustMiddleware(AuthWithConfig(AuthConfig{Keys: keys}))
+}
+
+// AuthWithConfig resolves each request's API key to a [Principal], which
+// [GetPrincipal] returns to later middleware and handlers. A request with
+// no key is 401 missing_api_key; one whose key is unknown is 401
+// invalid_api_key; a failing KeyStore is 503 service_unavailable. The key
+// never appears in errors or logs.
+func AuthWithConfig(cfg AuthConfig) (echo.MiddlewareFunc, error) {
+	return cfg.ToMiddleware()
+}
+
+// ToMiddleware builds the middleware described by cfg; it fails without a
+// KeyStore.
+func (cfg AuthConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	if cfg.Keys == nil {
+		return nil, fmt.Errorf("auth: a KeyStore is required")
+	}
+	if cfg.Skipper == nil {
+		cfg.Skipper = middleware.DefaultSkipper
+	}
+	if len(cfg.Headers) == 0 {
+		cfg.Headers = []string{echo.HeaderAuthorization, "X-Api-Key"}
+	}
+	headers := make([]string, len(cfg.Headers))
+	for i, h := range cfg.Headers {
+		headers[i] = http.CanonicalHeaderKey(h)
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if cfg.Skipper(c) {
+				return next(c)
+			}
+			key := apiKey(c.Request().Header, headers)
+			if key == "" {
+				return apierrors.MissingAPIKey()
+			}
+			p, ok, err := cfg.Keys.Lookup(c.Request().Context(), key)
+			if err != nil {
+				return apierrors.ServiceUnavailable(0).WithCause(fmt.Errorf("auth: key store: %w", err))
+			}
+			if !ok {
+				return apierrors.InvalidAPIKey()
+			}
+			state(c).principal = p
+			return next(c)
+		}
+	}, nil
+}
+
+// apiKey finds the key in the first configured header that holds one.
+func apiKey(h http.Header, headers []string) string {
+	for _, name := range headers {
+		v := h[name]
+		if len(v) == 0 {
+			continue
+		}
+		if name == echo.HeaderAuthorization {
+			scheme, token, ok := strings.Cut(v[0], " ")
+			if ok && strings.EqualFold(scheme, "Bearer") {
+				if token = strings.TrimSpace(token); token != "" {
+					return token
+				}
+			}
+			continue
+		}
+		if k := strings.TrimSpace(v[0]); k != "" {
+			return k
+		}
+	}
+	return ""
+}
+
+// GetPrincipal returns the principal [Auth] resolved for the request, or
+// nil when the request was not authenticated.
+func GetPrincipal(c echo.Context) *Principal {
+	if st := peekState(c); st != nil {
+		return st.principal
+	}
+	return nil
+}
+
+// RequireModel returns 403 model_not_allowed when the request's principal
+// may not use model, and nil otherwise (also when no principal was
+// resolved). Handlers call it once they know the model.
+func RequireModel(c echo.Context, model string) error {
+	p := GetPrincipal(c)
+	if p == nil || p.AllowsModel(model) {
+		return nil
+	}
+	return apierrors.ModelNotAllowed(model)
+}

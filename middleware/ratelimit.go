@@ -1,0 +1,238 @@
+package middleware
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/ratelimit"
+)
+
+// Limits are the rate limits of a route, a tier or a principal. A nil field
+// inherits from the next level (principal, then tier, then route); a
+// request with neither limit set is not limited.
+type Limits struct {
+	// Requests limits requests (for example 60 per minute: RPM).
+	Requests *ratelimit.Policy
+	// Tokens limits tokens reported with ReportUsage (TPM): checked before
+	// the handler, charged with the actual usage after it.
+	Tokens *ratelimit.Policy
+}
+
+// Or returns l with every nil field taken from fallback.
+func (l Limits) Or(fallback Limits) Limits {
+	if l.Requests == nil {
+		l.Requests = fallback.Requests
+	}
+	if l.Tokens == nil {
+		l.Tokens = fallback.Tokens
+	}
+	return l
+}
+
+// FailMode is what a rate limit does when its store cannot answer.
+type FailMode int
+
+const (
+	// FailClosed answers 503 service_unavailable (retryable) while the
+	// store is unreachable: no request goes unlimited.
+	FailClosed FailMode = iota
+	// FailOpen lets requests through unlimited while the store is
+	// unreachable: availability over enforcement.
+	FailOpen
+)
+
+// RateLimitConfig configures [RateLimitWithConfig].
+type RateLimitConfig struct {
+	// Skipper skips the middleware for a request when it returns true.
+	// Default: never skip.
+	Skipper middleware.Skipper
+	// Limiter decides. Required. Its own timeout bounds how long a
+	// decision may take (the memory store never waits).
+	Limiter ratelimit.Limiter
+	// LimitsFor returns the limits of a request made by p (never nil).
+	// Default: p.Limits.
+	LimitsFor func(c echo.Context, p *Principal) Limits
+	// Fail is what happens when the Limiter fails. Default: FailClosed.
+	Fail FailMode
+	// Metrics, when set, counts decisions, store errors and store latency.
+	Metrics *Metrics
+	// Logger receives store failures. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// RateLimitWithConfig limits each authenticated principal's requests and
+// tokens per route. Before the handler it takes one request and checks
+// that the token bucket is not in debt; after it, it charges the tokens the
+// handler reported with [ReportUsage]. Every limited response carries
+// x-ratelimit-* and RateLimit headers; a denial is 429
+// rate_limit_exceeded or tokens_exceeded with Retry-After rounded up.
+// Requests without a principal (Auth did not run) are not limited: limits
+// are keyed by principal, never by anything a client can spoof.
+func RateLimitWithConfig(cfg RateLimitConfig) (echo.MiddlewareFunc, error) {
+	return cfg.ToMiddleware()
+}
+
+// ToMiddleware builds the middleware described by cfg; it fails without a
+// Limiter.
+func (cfg RateLimitConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	if cfg.Limiter == nil {
+		return nil, fmt.Errorf("rate limit: a Limiter is required")
+	}
+	if cfg.Skipper == nil {
+		cfg.Skipper = middleware.DefaultSkipper
+	}
+	if cfg.LimitsFor == nil {
+		cfg.LimitsFor = func(_ echo.Context, p *Principal) Limits { return p.Limits }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	rl := &rateLimiter{cfg: cfg}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if cfg.Skipper(c) {
+				return next(c)
+			}
+			return rl.serve(c, next)
+		}
+	}, nil
+}
+
+type rateLimiter struct {
+	cfg RateLimitConfig
+}
+
+// serve runs one request through its limits.
+func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
+	p := GetPrincipal(c)
+	if p == nil {
+		return next(c)
+	}
+	lim := rl.cfg.LimitsFor(c, p)
+	if lim.Requests == nil && lim.Tokens == nil {
+		return next(c)
+	}
+	route := c.Path()
+	method := c.Request().Method
+	ctx := c.Request().Context()
+
+	var reqOut, tokOut ratelimit.Outcome
+	var reqPtr, tokPtr *ratelimit.Outcome
+	if lim.Requests != nil {
+		key := p.ID + "\x00" + method + " " + route + "\x00r"
+		d, ok, err := rl.decide(ctx, method, route, "requests", key, *lim.Requests, 1)
+		if err != nil {
+			return err
+		}
+		if ok {
+			reqOut, reqPtr = ratelimit.Outcome{Policy: *lim.Requests, Decision: d}, &reqOut
+		}
+	}
+	tokKey := ""
+	if lim.Tokens != nil {
+		tokKey = p.ID + "\x00" + method + " " + route + "\x00t"
+		d, ok, err := rl.decide(ctx, method, route, "tokens", tokKey, *lim.Tokens, 0)
+		if err != nil {
+			return err
+		}
+		if ok {
+			tokOut, tokPtr = ratelimit.Outcome{Policy: *lim.Tokens, Decision: d}, &tokOut
+		}
+	}
+	ratelimit.SetHeaders(c.Response().Header(), reqPtr, tokPtr)
+	denied := (reqPtr != nil && !reqOut.Decision.Allowed) || (tokPtr != nil && !tokOut.Decision.Allowed)
+	if denied && rl.cfg.Metrics != nil {
+		rl.cfg.Metrics.deniedPrincipal(p.ID)
+	}
+	if reqPtr != nil && !reqOut.Decision.Allowed {
+		return apierrors.RateLimitExceeded(denialMessage(p, "requests", reqOut), reqOut.Decision.RetryAfter)
+	}
+	if tokPtr != nil && !tokOut.Decision.Allowed {
+		return apierrors.TokensExceeded(denialMessage(p, "tokens", tokOut), tokOut.Decision.RetryAfter)
+	}
+
+	err := next(c)
+
+	if lim.Tokens != nil {
+		if u, ok := GetUsage(c); ok && u.TotalTokens() > 0 {
+			// The client may be gone; the tokens were spent all the same.
+			charge := context.WithoutCancel(ctx)
+			if _, cerr := rl.charge(charge, method, route, tokKey, *lim.Tokens, u.TotalTokens()); cerr != nil {
+				rl.cfg.Logger.LogAttrs(ctx, slog.LevelError, "rate limit: charging tokens failed",
+					slog.String("request_id", GetRequestID(c)), slog.String("principal", p.ID),
+					slog.Int64("tokens", u.TotalTokens()), slog.String("error", cerr.Error()))
+			}
+		}
+	}
+	return err
+}
+
+// decide asks the limiter. On store failure it reports ok == false to fail
+// open, or returns a 503 to fail closed.
+func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key string, p ratelimit.Policy, n int64) (d ratelimit.Decision, ok bool, err error) {
+	start := time.Now()
+	d, err = rl.cfg.Limiter.Allow(ctx, key, p, n)
+	m := rl.cfg.Metrics
+	if m != nil {
+		m.observeStore(time.Since(start), err)
+	}
+	if err != nil {
+		if m != nil {
+			m.decision(method, route, limit, outcomeError)
+		}
+		rl.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "rate limit: store failed",
+			slog.String("method", method), slog.String("route", route), slog.String("limit", limit), slog.String("error", err.Error()))
+		if rl.cfg.Fail == FailOpen {
+			return d, false, nil
+		}
+		return d, false, apierrors.ServiceUnavailable(time.Second).WithCause(fmt.Errorf("rate limit store: %w", err))
+	}
+	if m != nil {
+		if d.Allowed {
+			m.decision(method, route, limit, outcomeAllowed)
+		} else {
+			m.decision(method, route, limit, outcomeDenied)
+		}
+	}
+	return d, true, nil
+}
+
+func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+	start := time.Now()
+	d, err := rl.cfg.Limiter.Charge(ctx, key, p, n)
+	if m := rl.cfg.Metrics; m != nil {
+		m.observeStore(time.Since(start), err)
+		if err == nil {
+			m.tokens(method, route, n)
+		}
+	}
+	return d, err
+}
+
+// denialMessage tells the client which limit it hit, by principal id
+// (never the key), and when to come back.
+func denialMessage(p *Principal, limit string, o ratelimit.Outcome) string {
+	return fmt.Sprintf("Rate limit reached for %s on %s: limit %d per %s. Please try again in %s.",
+		p.ID, limit, o.Policy.Limit, windowName(o.Policy.Window), time.Duration(apierrors.Seconds(o.Decision.RetryAfter))*time.Second)
+}
+
+// windowName writes a window as people say it: "minute", or "1m30s".
+func windowName(w time.Duration) string {
+	switch w {
+	case time.Second:
+		return "second"
+	case time.Minute:
+		return "minute"
+	case time.Hour:
+		return "hour"
+	case 24 * time.Hour:
+		return "day"
+	}
+	return w.String()
+}

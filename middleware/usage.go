@@ -1,0 +1,74 @@
+package middleware
+
+import (
+	"fmt"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Usage is what a request consumed, as the handler reports it with
+// [ReportUsage]. Token limits charge it; budgets price it.
+type Usage struct {
+	// Model is the model that served the request, when it matters for
+	// pricing.
+	Model string
+	// PromptTokens counts input tokens.
+	PromptTokens int64
+	// CompletionTokens counts output tokens.
+	CompletionTokens int64
+}
+
+// TotalTokens is PromptTokens + CompletionTokens.
+func (u Usage) TotalTokens() int64 { return u.PromptTokens + u.CompletionTokens }
+
+// ReportUsage records what the request consumed. Handlers call it once,
+// when the usage is known (for a stream, before its last event); the
+// middleware that charges tokens and settles budgets reads it after the
+// handler returns. A second call, or negative counts, is an error and
+// changes nothing.
+func ReportUsage(c echo.Context, u Usage) error {
+	if u.PromptTokens < 0 || u.CompletionTokens < 0 {
+		return fmt.Errorf("report usage: negative token count (%d prompt, %d completion)", u.PromptTokens, u.CompletionTokens)
+	}
+	st := state(c)
+	if st.usageReported {
+		return fmt.Errorf("report usage: usage was already reported for this request")
+	}
+	st.usage, st.usageReported = u, true
+	return nil
+}
+
+// GetUsage returns the usage reported for the request, and false when none
+// was.
+func GetUsage(c echo.Context) (Usage, bool) {
+	if st := peekState(c); st != nil && st.usageReported {
+		return st.usage, true
+	}
+	return Usage{}, false
+}
+
+// requestState is gatekit's per-request record, one allocation per request
+// kept in the Echo context.
+type requestState struct {
+	principal     *Principal
+	usage         Usage
+	usageReported bool
+}
+
+const stateKey = "gatekit.request"
+
+// state returns the request's record, creating it on first use.
+func state(c echo.Context) *requestState {
+	if st, ok := c.Get(stateKey).(*requestState); ok {
+		return st
+	}
+	st := &requestState{}
+	c.Set(stateKey, st)
+	return st
+}
+
+// peekState returns the request's record, or nil when there is none yet.
+func peekState(c echo.Context) *requestState {
+	st, _ := c.Get(stateKey).(*requestState)
+	return st
+}
