@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gatekit/gatekit"
 	apierrors "github.com/gatekit/gatekit/errors"
 )
 
@@ -62,4 +63,30 @@ func TestREADMECatalogMatchesTheCode(t *testing.T) {
 		return
 	}
 	t.Fatalf("README.md's catalog table is out of date; run go test -run TestREADMECatalog -update-readme .\nwant:\n%s", want)
+}
+
+// TestREADMEConfigExampleLoads parses the YAML example of README.md's
+// Configuration section with the strict loader, so the documented format
+// cannot drift from the code.
+func TestREADMEConfigExampleLoads(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "## Configuration")
+	if !ok {
+		t.Fatal("README.md has no Configuration section")
+	}
+	_, block, ok := strings.Cut(section, "```yaml\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("the Configuration section has no yaml block")
+	}
+	cfg, err := gatekit.ParseConfig([]byte(block))
+	if err != nil {
+		t.Fatalf("README's configuration example does not load: %v", err)
+	}
+	if len(cfg.Keys) == 0 || len(cfg.Tiers) == 0 || len(cfg.Routes) == 0 {
+		t.Fatalf("example lost its sections: %+v", cfg)
+	}
 }
