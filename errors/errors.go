@@ -48,6 +48,10 @@ type Error struct {
 	RetryAfter time.Duration
 	// Cause is the underlying error, logged by the server and never sent.
 	Cause error
+	// RequestID is the id of the request that failed, on errors decoded
+	// from a response by [Decode]. Servers leave it empty: the renderer
+	// takes the id from [Meta].
+	RequestID string
 }
 
 // DefaultRetryAfter is the hint sent with a retryable error that carries no

@@ -109,11 +109,16 @@ func BindJSON(c echo.Context, i any) error {
 		return decodeError(err, dec)
 	}
 	// Exactly one value: anything but white space after it is an error.
+	// More skips the white space (reading on as needed), so the offset is
+	// that of the first byte after it, counted from 1 as json.SyntaxError
+	// counts.
+	dec.More()
+	at := dec.InputOffset() + 1
 	if _, err := dec.Token(); err != io.EOF {
-		if err != nil && !isSyntax(err) {
+		if err != nil && !isSyntax(err) && !stderrors.Is(err, io.ErrUnexpectedEOF) {
 			return decodeError(err, dec)
 		}
-		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: unexpected data after the JSON value (at byte %d).", dec.InputOffset()))
+		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: unexpected data after the JSON value (at byte %d).", at))
 	}
 	return nil
 }
@@ -134,7 +139,13 @@ func decodeError(err error, dec *json.Decoder) error {
 	case err == io.EOF:
 		return apierrors.InvalidRequest("The request body is empty; expected a JSON object.")
 	case stderrors.Is(err, io.ErrUnexpectedEOF):
-		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: it ended unexpectedly (at byte %d).", dec.InputOffset()))
+		// The decoder's offset stays at the start of the value it could not
+		// finish; what it read of that value is still buffered.
+		read := dec.InputOffset()
+		if rest, ok := dec.Buffered().(interface{ Len() int }); ok {
+			read += int64(rest.Len())
+		}
+		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: it ended unexpectedly (at byte %d).", read))
 	case stderrors.As(err, &syntax):
 		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: %s (at byte %d).", syntax.Error(), syntax.Offset))
 	case stderrors.As(err, &typ):

@@ -1,9 +1,12 @@
 package middleware
 
 import (
+	"bytes"
 	"encoding/json"
+	stderrors "errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 )
@@ -40,9 +43,11 @@ func NewStream(c echo.Context) *Stream {
 // errors can only be delivered as events.
 func (s *Stream) Started() bool { return s.started }
 
-// Send writes v, encoded as JSON, as one `data:` event and flushes it. It
-// returns the request context's error once the client has gone away, or
-// the write error, so the handler can stop producing.
+// Send writes v, encoded as JSON, as one `data:` event and flushes it.
+// Once the client has gone away it returns an error for which
+// errors.Is(err, context.Canceled) holds (the request context's error,
+// wrapping the failed write if there was one), so the handler can stop
+// producing and return it.
 func (s *Stream) Send(v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -57,10 +62,16 @@ func (s *Stream) SendData(data []byte) error {
 }
 
 // SendEvent writes one event with the given name (omitted when empty) and
-// single-line data, and flushes it.
+// single-line data, and flushes it. An event name or data holding a line
+// break is refused with an error and nothing is written, since it would
+// split the event.
 func (s *Stream) SendEvent(event string, data []byte) error {
-	if err := s.c.Request().Context().Err(); err != nil {
+	ctx := s.c.Request().Context()
+	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if strings.ContainsAny(event, "\r\n") || bytes.ContainsAny(data, "\r\n") {
+		return stderrors.New("stream: event name or data holds a line break")
 	}
 	s.start()
 	s.buf = s.buf[:0]
@@ -72,10 +83,16 @@ func (s *Stream) SendEvent(event string, data []byte) error {
 	s.buf = append(s.buf, "data: "...)
 	s.buf = append(s.buf, data...)
 	s.buf = append(s.buf, "\n\n"...)
-	if _, err := s.c.Response().Write(s.buf); err != nil {
-		return err
+	_, err := s.c.Response().Write(s.buf)
+	if err == nil {
+		err = s.rc.Flush()
 	}
-	if err := s.rc.Flush(); err != nil {
+	if err != nil {
+		// net/http cancels the request's context when a write to the
+		// connection fails; report the client as gone, not as a fault.
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("stream: %w: %w", cerr, err)
+		}
 		return err
 	}
 	return nil

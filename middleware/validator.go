@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/go-playground/validator/v10"
 
@@ -54,7 +55,7 @@ func (v *Validator) Validate(i any) error {
 	if err == nil {
 		return nil
 	}
-	if e := fromValidator(err); e != nil {
+	if e := fromValidation(err, t.Name(), true); e != nil {
 		return e
 	}
 	var invalid *validator.InvalidValidationError
@@ -65,24 +66,35 @@ func (v *Validator) Validate(i any) error {
 }
 
 // fromValidator maps validator.ValidationErrors to invalid_argument for its
-// first field, or returns nil for any other error.
-func fromValidator(err error) *apierrors.Error {
+// first field, or returns nil for any other error. The errors may come from
+// any validator, so the root struct's name is inferred; see fromValidation.
+func fromValidator(err error) *apierrors.Error { return fromValidation(err, "", false) }
+
+// fromValidation maps validator.ValidationErrors to invalid_argument for
+// its first field, or returns nil for any other error. root is the name of
+// the validated struct type ("" for an anonymous one), which the validator
+// puts before every namespace it has one for; when rootKnown is false, the
+// first segment is taken for the root when the JSON and Go namespaces agree
+// on it.
+func fromValidation(err error, root string, rootKnown bool) *apierrors.Error {
 	var ves validator.ValidationErrors
 	if !stderrors.As(err, &ves) || len(ves) == 0 {
 		return nil
 	}
 	fe := ves[0]
-	param := jsonPath(fe.Namespace())
-	return apierrors.InvalidArgument(param, validationMessage(param, fe))
-}
-
-// jsonPath drops the root struct's name from a validator namespace:
-// "ChatRequest.messages[0].role" becomes "messages[0].role".
-func jsonPath(ns string) string {
-	if _, rest, ok := strings.Cut(ns, "."); ok {
-		return rest
+	ns := fe.Namespace()
+	if !rootKnown {
+		first, _, _ := strings.Cut(ns, ".")
+		goFirst, _, _ := strings.Cut(fe.StructNamespace(), ".")
+		if first == goFirst && first != ns {
+			root = first
+		}
 	}
-	return ns
+	param := ns
+	if root != "" {
+		param = strings.TrimPrefix(ns, root+".")
+	}
+	return apierrors.InvalidArgument(param, validationMessage(param, fe))
 }
 
 // validationMessage words one failed rule for a client.
@@ -105,11 +117,23 @@ func validationMessage(param string, fe validator.FieldError) string {
 // boundMessage words a min/max style failure by the kind of value it
 // bounds: numbers by value, strings by length, arrays and objects by count.
 func boundMessage(param, tag, bound string, kind reflect.Kind, got any) string {
-	op := map[string]string{"min": ">=", "gte": ">=", "max": "<=", "lte": "<=", "gt": ">", "lt": "<", "len": "=="}[tag]
+	var op string
+	switch tag {
+	case "min", "gte":
+		op = ">="
+	case "max", "lte":
+		op = "<="
+	case "gt":
+		op = ">"
+	case "lt":
+		op = "<"
+	default:
+		op = "=="
+	}
 	below := tag == "min" || tag == "gte" || tag == "gt"
 	switch kind {
 	case reflect.String:
-		n := len([]rune(fmt.Sprint(got)))
+		n := utf8.RuneCountInString(fmt.Sprint(got))
 		if below {
 			return fmt.Sprintf("Invalid '%s': string too short. Expected a string with minimum length %s, but got a string with length %d instead.", param, bound, n)
 		}
@@ -118,7 +142,10 @@ func boundMessage(param, tag, bound string, kind reflect.Kind, got any) string {
 		}
 		return fmt.Sprintf("Invalid '%s': string too long. Expected a string with maximum length %s, but got a string with length %d instead.", param, bound, n)
 	case reflect.Slice, reflect.Array, reflect.Map:
-		n := reflect.ValueOf(got).Len()
+		n := 0
+		if v := reflect.Indirect(reflect.ValueOf(got)); v.IsValid() {
+			n = v.Len()
+		}
 		what := "array"
 		if kind == reflect.Map {
 			what = "object"
