@@ -70,14 +70,31 @@ type Meta struct {
 // from the catalog and, for a retryable error, Retry-After (whole seconds,
 // rounded up) and Retry-After-Ms.
 func SetHeaders(h http.Header, e *Error) {
+	setHeaders(h, e, "", "")
+}
+
+// setHeaders writes SetHeaders' headers, and Content-Type and X-Request-Id
+// when given, with one allocation for all the value slices.
+func setHeaders(h http.Header, e *Error, contentType, requestID string) {
+	vals := make([]string, 0, 5)
+	put := func(key, v string) {
+		vals = append(vals, v)
+		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if e.Retryable {
-		h["X-Should-Retry"] = []string{"true"}
+		put("X-Should-Retry", "true")
 	} else {
-		h["X-Should-Retry"] = []string{"false"}
+		put("X-Should-Retry", "false")
 	}
 	if d := e.RetryHint(); d > 0 {
-		h["Retry-After"] = []string{strconv.FormatInt(Seconds(d), 10)}
-		h["Retry-After-Ms"] = []string{strconv.FormatInt(Milliseconds(d), 10)}
+		put("Retry-After", strconv.FormatInt(Seconds(d), 10))
+		put("Retry-After-Ms", strconv.FormatInt(Milliseconds(d), 10))
+	}
+	if contentType != "" {
+		put("Content-Type", contentType)
+	}
+	if requestID != "" {
+		put("X-Request-Id", requestID)
 	}
 }
 
@@ -85,12 +102,7 @@ func SetHeaders(h http.Header, e *Error) {
 // requests, the body. It is for servers that do not use Echo; Echo services
 // get the same through middleware.ErrorHandler.
 func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
-	h := w.Header()
-	SetHeaders(h, e)
-	h["Content-Type"] = []string{s.ContentType()}
-	if m.RequestID != "" {
-		h["X-Request-Id"] = []string{m.RequestID}
-	}
+	setHeaders(w.Header(), e, s.ContentType(), m.RequestID)
 	if m.Path == "" && r != nil && r.URL != nil {
 		m.Path = r.URL.Path
 	}
@@ -98,7 +110,7 @@ func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
 	if r != nil && r.Method == http.MethodHead {
 		return
 	}
-	_, _ = w.Write(s.AppendBody(nil, e, m))
+	_, _ = w.Write(s.AppendBody(make([]byte, 0, 256+len(e.Message)+len(e.Param)), e, m))
 }
 
 // AppendBody appends e, rendered in shape s, to dst and returns the result.
