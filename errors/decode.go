@@ -56,6 +56,9 @@ func DecodeBody(status int, h http.Header, body []byte) *Error {
 		if e.Message == "" {
 			e.Message = http.StatusText(status)
 		}
+		if e.Message == "" {
+			e.Message = fmt.Sprintf("HTTP status %d.", status)
+		}
 	}
 	switch strings.ToLower(h.Get("X-Should-Retry")) {
 	case "true":

@@ -87,7 +87,7 @@ func post(t *testing.T, client *http.Client, url string) (*http.Response, error)
 func TestRetriesFollowRetryAfterMsThenRetryAfterThenBackoff(t *testing.T) {
 	s := &script{steps: []func(http.ResponseWriter){
 		gatekitError(apierrors.RateLimitExceeded("", 1500*time.Millisecond)), // Retry-After-Ms: 1500
-		raw(503, "Retry-After", "3"),                                          // seconds
+		raw(503, "Retry-After", "3"),                                         // seconds
 		raw(503, "Retry-After", time.Now().Add(10*time.Second).UTC().Format(http.TimeFormat)),
 		raw(502), // backoff: attempt 3 -> cap 8 s, jitter 0.5 -> 4 s
 	}}
