@@ -13,6 +13,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"log/slog"
 	"net/http"
 	"os"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
@@ -34,17 +37,25 @@ import (
 var defaultConfig []byte
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "provider:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
-	configPath := flag.String("config", "", "gatekit YAML configuration (default: the built-in gatekit.yaml)")
-	redisURL := flag.String("redis", os.Getenv("GATEKIT_REDIS_URL"), "Redis URL (redis://host:port/db) to keep every store in; default (and env GATEKIT_REDIS_URL unset): in memory")
-	flag.Parse()
+// run serves the demo until ctx ends, then shuts down gracefully. ready,
+// when set, is told the address once the listener is open.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready func(addr string)) error {
+	flags := flag.NewFlagSet("provider", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	addr := flags.String("addr", "127.0.0.1:8080", "address to listen on")
+	configPath := flags.String("config", "", "gatekit YAML configuration (default: the built-in gatekit.yaml)")
+	redisURL := flags.String("redis", getenv("GATEKIT_REDIS_URL"), "Redis URL (redis://host:port/db) to keep every store in; default (and env GATEKIT_REDIS_URL unset): in memory")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
 
 	var (
 		cfg gatekit.Config
@@ -58,9 +69,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg.Logger = logger
-	cfg.Metrics = prometheus.DefaultRegisterer
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Metrics = registry
 	if *redisURL != "" {
 		opts, err := redis.ParseURL(*redisURL)
 		if err != nil {
@@ -79,14 +92,18 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	e.GET("/metrics", echo.WrapHandler(promhttp.Handler()))
-	srv := &http.Server{Addr: *addr, Handler: e, ReadHeaderTimeout: 10 * time.Second}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(registry, promhttp.HandlerOpts{})))
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	logger.Info("provider listening", "addr", *addr)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Info("provider listening", "addr", ln.Addr().String())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
 	select {
 	case err := <-errc:
 		return err

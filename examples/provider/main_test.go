@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatekit/gatekit/internal/redistest"
+)
+
+// startDemo runs the demo as `go run ./examples/provider` would, on a free
+// port, and stops it when the test ends.
+func startDemo(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"-addr", "127.0.0.1:0"}, args...), func(string) string { return "" }, io.Discard, func(a string) { addrc <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("demo exited with %v", err)
+		}
+	})
+	select {
+	case a := <-addrc:
+		return "http://" + a
+	case err := <-done:
+		t.Fatalf("demo did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("demo did not start in 10s")
+	}
+	return ""
+}
+
+func get(t *testing.T, url, key string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+func TestDemoServesWithItsBuiltInConfig(t *testing.T) {
+	base := startDemo(t)
+	if code, _ := get(t, base+"/healthz", ""); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+	if code, body := get(t, base+"/v1/models", ""); code != 401 || !strings.Contains(body, "missing_api_key") {
+		t.Fatalf("/v1/models without key: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/v1/models", "sk-demo-free"); code != 200 || !strings.Contains(body, "gk-echo") {
+		t.Fatalf("/v1/models: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/metrics", ""); code != 200 || !strings.Contains(body, "gatekit_ratelimit") {
+		t.Fatalf("/metrics: %d", code)
+	}
+}
+
+func TestDemoOnRedis(t *testing.T) {
+	rs := redistest.Start(t)
+	base := startDemo(t, "-redis", "redis://"+rs.Addr()+"/0")
+	for i := 0; i < 10; i++ {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(`{"model":"gk-echo","messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("Authorization", "Bearer sk-demo-free")
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, res.StatusCode)
+		}
+	}
+	keys, err := rs.Client(t).Keys(context.Background(), "gatekit:rl:*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("no rate-limit keys in Redis: %v %v", keys, err)
+	}
+}
+
+func TestDemoRejectsABadConfig(t *testing.T) {
+	err := run(context.Background(), []string{"-config", "/nonexistent.yaml"}, func(string) string { return "" }, io.Discard, nil)
+	if err == nil {
+		t.Fatal("no error for a missing config file")
+	}
+}
