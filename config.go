@@ -2,6 +2,7 @@ package gatekit
 
 import (
 	"bytes"
+	"context"
 	stderrors "errors"
 	"fmt"
 	"io"
@@ -10,12 +11,15 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/idempotency"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/ratelimit"
 )
@@ -47,6 +51,13 @@ type Config struct {
 	// RateLimit sets how rate limits are stored and what happens when the
 	// store fails.
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	// Budgets sets which routes are billable, the accounts' budgets and
+	// how the ledger behaves.
+	Budgets BudgetsConfig `yaml:"budgets"`
+	// Prices are what models cost, per million tokens.
+	Prices PricesConfig `yaml:"prices"`
+	// Idempotency sets which routes honour Idempotency-Key.
+	Idempotency IdempotencyConfig `yaml:"idempotency"`
 
 	// Logger receives 5xx causes and panics. Default: slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -58,6 +69,104 @@ type Config struct {
 	Limiter ratelimit.Limiter `yaml:"-"`
 	// Metrics, when set, receives gatekit's Prometheus metrics.
 	Metrics prometheus.Registerer `yaml:"-"`
+	// Ledger keeps budgets. Default: a budget.Memory; use a
+	// budget/redisstore.Ledger when several instances share budgets.
+	Ledger budget.Ledger `yaml:"-"`
+	// OnSettle, when set, receives every settled request's cost, for a
+	// billing database.
+	OnSettle func(ctx context.Context, s middleware.Settlement) `yaml:"-"`
+	// CountTokens counts a prompt's tokens for budget estimates; it must
+	// not undercount. Default: one token per byte.
+	CountTokens func(input []byte) int64 `yaml:"-"`
+	// IdempotencyStore keeps idempotent responses. Default: an
+	// idempotency.Memory; use an idempotency/redisstore.Store when several
+	// instances serve the same clients.
+	IdempotencyStore idempotency.Store `yaml:"-"`
+}
+
+// IdempotencyConfig is the idempotency part of [Config].
+type IdempotencyConfig struct {
+	// Routes honour Idempotency-Key, keyed like Config.Routes.
+	Routes []string `yaml:"routes"`
+	// TTL is how long a response is kept for replay. Default: 24h.
+	TTL time.Duration `yaml:"ttl"`
+	// Lease is how long a running request holds its key; it must exceed
+	// the slowest handler. Default: 10m.
+	Lease time.Duration `yaml:"lease"`
+	// MaxBody is the largest response kept for replay. Default: 1MiB.
+	MaxBody ByteSize `yaml:"max_body"`
+	// MaxEntries caps the memory store. Default:
+	// idempotency.DefaultMaxEntries.
+	MaxEntries int `yaml:"max_entries"`
+	// Fail is "closed" (default: 503 while the store is unreachable) or
+	// "open" (requests run without idempotency).
+	Fail string `yaml:"fail"`
+}
+
+// BudgetConfig is a spending cap: Limit per Period.
+type BudgetConfig struct {
+	// Limit is the most that may be spent per period, in USD ("5.00").
+	Limit Money `yaml:"limit"`
+	// Period is none (lifetime), daily, weekly or monthly. Default:
+	// monthly.
+	Period string `yaml:"period"`
+}
+
+// BudgetsConfig is the budget part of [Config].
+type BudgetsConfig struct {
+	// Routes are the billable routes, keyed like Config.Routes; requests to
+	// other routes are not budgeted.
+	Routes []string `yaml:"routes"`
+	// Accounts holds each account's budget, shared by all its keys.
+	Accounts map[string]BudgetConfig `yaml:"accounts"`
+	// TimeZone is where periods start and end (an IANA name). Default: UTC.
+	TimeZone string `yaml:"time_zone"`
+	// HoldTTL is how long an unsettled hold reserves its amount. Default:
+	// budget.DefaultHoldTTL.
+	HoldTTL time.Duration `yaml:"hold_ttl"`
+	// Fail is "closed" (default: 503 while the ledger is unreachable) or
+	// "open" (requests run unbudgeted).
+	Fail string `yaml:"fail"`
+}
+
+// PricesConfig is the price list of [Config].
+type PricesConfig struct {
+	// Models maps a model to its price.
+	Models map[string]PriceConfig `yaml:"models"`
+	// Default prices models missing from Models; unset, they are free.
+	Default *PriceConfig `yaml:"default"`
+	// MaxOutputTokens is the completion length a budget estimate assumes
+	// when a request sets no max_tokens. Default: 4096.
+	MaxOutputTokens int64 `yaml:"max_output_tokens"`
+}
+
+// PriceConfig is a model's price in USD per million tokens.
+type PriceConfig struct {
+	// Input is the price of a million prompt tokens ("0.50").
+	Input Money `yaml:"input"`
+	// Output is the price of a million completion tokens ("1.50").
+	Output Money `yaml:"output"`
+}
+
+// Money is an amount of US dollars that reads from YAML as a decimal
+// ("5.00", "0.000001") into exact micro-units, never through a float.
+type Money budget.Micros
+
+// UnmarshalYAML parses a decimal amount, naming the line of a value it
+// cannot read.
+func (m *Money) UnmarshalYAML(node *yaml.Node) error {
+	if node.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: an amount must be a decimal number of USD like \"5.00\"", node.Line)
+	}
+	v, err := budget.ParseMicros(node.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", node.Line, err)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: an amount must not be negative", node.Line)
+	}
+	*m = Money(v)
+	return nil
 }
 
 // RouteConfig is the per-route part of [Config].
@@ -115,6 +224,8 @@ type KeyConfig struct {
 	// LimitConfig overrides the tier's and routes' limits for this key on
 	// every limited route.
 	LimitConfig `yaml:",inline"`
+	// Budget caps this key's spending; unset, the tier's budget applies.
+	Budget *BudgetConfig `yaml:"budget"`
 }
 
 // TierConfig is one plan: its models and its rate limits.
@@ -126,6 +237,8 @@ type TierConfig struct {
 	LimitConfig `yaml:",inline"`
 	// Routes holds the tier's limits per route, keyed like Config.Routes.
 	Routes map[string]LimitConfig `yaml:"routes"`
+	// Budget caps the spending of each key of the tier (each its own).
+	Budget *BudgetConfig `yaml:"budget"`
 }
 
 // RateLimitConfig is the rate-limit part of [Config].
@@ -235,7 +348,99 @@ func (cfg Config) Validate() error {
 	if cfg.RateLimit.MaxKeys < 0 {
 		return fmt.Errorf("invalid configuration: rate_limit: max_keys must not be negative")
 	}
+	return cfg.validateBudgets()
+}
+
+// validateBudgets checks the budget and price sections.
+func (cfg Config) validateBudgets() error {
+	b := cfg.Budgets
+	for _, r := range b.Routes {
+		if _, _, err := parseRouteKey(r); err != nil {
+			return fmt.Errorf("invalid configuration: budgets: %w", err)
+		}
+	}
+	if _, err := loadLocation(b.TimeZone); err != nil {
+		return fmt.Errorf("invalid configuration: budgets: %w", err)
+	}
+	switch b.Fail {
+	case "", "closed", "open":
+	default:
+		return fmt.Errorf("invalid configuration: budgets: fail must be \"open\" or \"closed\", not %q", b.Fail)
+	}
+	if b.HoldTTL < 0 {
+		return fmt.Errorf("invalid configuration: budgets: hold_ttl must not be negative")
+	}
+	check := func(where string, bc *BudgetConfig) error {
+		if bc == nil {
+			return nil
+		}
+		if _, err := bc.period(); err != nil {
+			return fmt.Errorf("invalid configuration: %s: %w", where, err)
+		}
+		if budget.Micros(bc.Limit) > budget.MaxMicros {
+			return fmt.Errorf("invalid configuration: %s: limit is too large", where)
+		}
+		return nil
+	}
+	for name, a := range b.Accounts {
+		if strings.ContainsAny(name, "{}") {
+			return fmt.Errorf("invalid configuration: budgets: account %q must not contain '{' or '}'", name)
+		}
+		if err := check("budgets: account "+name, &a); err != nil {
+			return err
+		}
+	}
+	for name, t := range cfg.Tiers {
+		if err := check("tier "+name+": budget", t.Budget); err != nil {
+			return err
+		}
+	}
+	for _, k := range cfg.Keys {
+		if err := check("key "+k.ID+": budget", k.Budget); err != nil {
+			return err
+		}
+		if strings.ContainsAny(k.Account, "{}") {
+			return fmt.Errorf("invalid configuration: key %q: account must not contain '{' or '}'", k.ID)
+		}
+	}
+	if cfg.Prices.MaxOutputTokens < 0 {
+		return fmt.Errorf("invalid configuration: prices: max_output_tokens must not be negative")
+	}
+	id := cfg.Idempotency
+	for _, r := range id.Routes {
+		if _, _, err := parseRouteKey(r); err != nil {
+			return fmt.Errorf("invalid configuration: idempotency: %w", err)
+		}
+	}
+	switch id.Fail {
+	case "", "closed", "open":
+	default:
+		return fmt.Errorf("invalid configuration: idempotency: fail must be \"open\" or \"closed\", not %q", id.Fail)
+	}
+	if id.TTL < 0 || id.Lease < 0 || id.MaxBody < 0 || id.MaxEntries < 0 {
+		return fmt.Errorf("invalid configuration: idempotency: ttl, lease, max_body and max_entries must not be negative")
+	}
 	return nil
+}
+
+// period parses the budget's period; empty is monthly.
+func (bc BudgetConfig) period() (budget.Period, error) {
+	if bc.Period == "" {
+		return budget.Monthly, nil
+	}
+	return budget.ParsePeriod(bc.Period)
+}
+
+// loadLocation reads an IANA zone name; empty is UTC.
+func loadLocation(name string) (*time.Location, error) {
+	if name == "" {
+		return time.UTC, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("time_zone %q: %w", name, err)
+	}
+	return loc, nil
 }
 
 // validate rejects negative figures and bursts without a rate.

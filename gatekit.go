@@ -19,6 +19,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/gatekit/gatekit/budget"
+	"github.com/gatekit/gatekit/idempotency"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/ratelimit"
 )
@@ -29,14 +31,17 @@ type Gate struct {
 	limits  routeLimits
 	keys    middleware.KeyStore
 	limiter ratelimit.Limiter
+	ledger  budget.Ledger
+	idem    idempotency.Store
 	metrics *middleware.Metrics
+	limitsR *limitResolver
 }
 
 // Mount installs gatekit on e: the global error handler (cfg.Shape), the
 // strict JSON binder and the validator, and the middleware chain request
-// id -> panic recovery -> body limit -> authentication -> rate limits.
-// Authentication and rate limits are installed when keys (or a KeyStore)
-// are configured. Call it before registering routes; it fails only for an
+// id -> panic recovery -> body limit -> authentication -> idempotency ->
+// rate limits -> budgets. Authentication and rate limits are installed when keys (or a
+// KeyStore) are configured, budgets when billable routes are. Call it before registering routes; it fails only for an
 // invalid cfg.
 func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	if err := cfg.Validate(); err != nil {
@@ -90,9 +95,10 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		if cfg.RateLimit.Fail == "open" {
 			fail = middleware.FailOpen
 		}
+		g.limitsR = newLimitResolver(cfg)
 		limit, err := middleware.RateLimitConfig{
 			Limiter:   g.limiter,
-			LimitsFor: newLimitResolver(cfg).limitsFor,
+			LimitsFor: g.limitsR.limitsFor,
 			Fail:      fail,
 			Metrics:   g.metrics,
 			Logger:    cfg.Logger,
@@ -100,7 +106,23 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)
 		}
-		chain = append(chain, auth, limit)
+		chain = append(chain, auth)
+		if len(cfg.Idempotency.Routes) > 0 {
+			idem, err := g.idempotencyMiddleware(cfg)
+			if err != nil {
+				return nil, err
+			}
+			chain = append(chain, idem)
+		}
+		chain = append(chain, limit)
+
+		if len(cfg.Budgets.Routes) > 0 {
+			spend, err := g.budgetMiddleware(cfg)
+			if err != nil {
+				return nil, err
+			}
+			chain = append(chain, spend)
+		}
 	}
 
 	e.HTTPErrorHandler = handler
@@ -109,6 +131,80 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	e.Use(chain...)
 	return g, nil
 }
+
+// budgetMiddleware builds the budget middleware of cfg, with a memory
+// ledger unless cfg.Ledger is set.
+func (g *Gate) budgetMiddleware(cfg Config) (echo.MiddlewareFunc, error) {
+	g.ledger = cfg.Ledger
+	if g.ledger == nil {
+		loc, err := loadLocation(cfg.Budgets.TimeZone)
+		if err != nil {
+			return nil, err
+		}
+		if g.ledger, err = budget.NewMemory(&budget.MemoryConfig{Location: loc, HoldTTL: cfg.Budgets.HoldTTL}); err != nil {
+			return nil, fmt.Errorf("gatekit: %w", err)
+		}
+	}
+	fail := middleware.FailClosed
+	if cfg.Budgets.Fail == "open" {
+		fail = middleware.FailOpen
+	}
+	prices := pricing(cfg)
+	mw, err := middleware.BudgetConfig{
+		Ledger:    g.ledger,
+		ScopesFor: newBillable(cfg).scopesFor,
+		Estimate:  prices.Estimate,
+		Cost:      prices.Cost,
+		OnSettle:  cfg.OnSettle,
+		Fail:      fail,
+		Metrics:   g.metrics,
+		Logger:    cfg.Logger,
+	}.ToMiddleware()
+	if err != nil {
+		return nil, fmt.Errorf("gatekit: %w", err)
+	}
+	return mw, nil
+}
+
+// idempotencyMiddleware builds the idempotency middleware of cfg, on its
+// routes only, with a memory store unless cfg.IdempotencyStore is set.
+func (g *Gate) idempotencyMiddleware(cfg Config) (echo.MiddlewareFunc, error) {
+	g.idem = cfg.IdempotencyStore
+	if g.idem == nil {
+		var err error
+		if g.idem, err = idempotency.NewMemory(&idempotency.MemoryConfig{MaxEntries: cfg.Idempotency.MaxEntries}); err != nil {
+			return nil, fmt.Errorf("gatekit: %w", err)
+		}
+	}
+	routes := routeTable[bool]{}
+	for _, r := range cfg.Idempotency.Routes {
+		routes.put(r, true)
+	}
+	fail := middleware.FailClosed
+	if cfg.Idempotency.Fail == "open" {
+		fail = middleware.FailOpen
+	}
+	mw, err := middleware.IdempotencyConfig{
+		Skipper: func(c echo.Context) bool {
+			ok, _ := routes.get(c.Request().Method, c.Path())
+			return !ok
+		},
+		Store:        g.idem,
+		TTL:          cfg.Idempotency.TTL,
+		Lease:        cfg.Idempotency.Lease,
+		MaxBodyBytes: int(cfg.Idempotency.MaxBody),
+		Fail:         fail,
+		Logger:       cfg.Logger,
+	}.ToMiddleware()
+	if err != nil {
+		return nil, fmt.Errorf("gatekit: %w", err)
+	}
+	return mw, nil
+}
+
+// Ledger returns the budget ledger g uses, or nil when no route is
+// billable.
+func (g *Gate) Ledger() budget.Ledger { return g.ledger }
 
 // Limiter returns the rate-limit store g uses, or nil when no keys are
 // configured.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/gatekit/gatekit/budget"
 	"github.com/gatekit/gatekit/middleware"
 )
 
@@ -61,7 +62,11 @@ func newLimitResolver(cfg Config) *limitResolver {
 
 // limitsFor is a middleware.RateLimitConfig.LimitsFor.
 func (r *limitResolver) limitsFor(c echo.Context, p *middleware.Principal) middleware.Limits {
-	method, route := c.Request().Method, c.Path()
+	return r.limits(p, c.Request().Method, c.Path())
+}
+
+// limits resolves p's limits on a route.
+func (r *limitResolver) limits(p *middleware.Principal, method, route string) middleware.Limits {
 	lim := p.Limits
 	if t, ok := r.tiers[p.Tier]; ok {
 		if tl, ok := t.routes.get(method, route); ok {
@@ -87,7 +92,8 @@ func keyStore(cfg Config) (*middleware.StaticKeys, error) {
 		if account == "" {
 			account = k.ID
 		}
-		p := &middleware.Principal{ID: k.ID, Account: account, Tier: k.Tier, Models: models, Limits: k.LimitConfig.limits()}
+		p := &middleware.Principal{ID: k.ID, Account: account, Tier: k.Tier, Models: models, Limits: k.LimitConfig.limits(),
+			Budgets: budgetScopes(cfg, k, account)}
 		var err error
 		if k.Key != "" {
 			err = keys.Add(k.Key, p)
@@ -116,4 +122,56 @@ func authSkipper(paths []string) func(echo.Context) bool {
 		}
 		return true
 	}
+}
+
+// budgetScopes are the budgets of a key: its own (or its tier's, per key)
+// and its account's, all tagged with the account so one hold spans them.
+func budgetScopes(cfg Config, k KeyConfig, account string) []budget.Scope {
+	var scopes []budget.Scope
+	own := k.Budget
+	if own == nil {
+		own = cfg.Tiers[k.Tier].Budget
+	}
+	if own != nil {
+		period, _ := own.period()
+		scopes = append(scopes, budget.Scope{Tag: account, Kind: "key", ID: k.ID, Limit: budget.Micros(own.Limit), Period: period})
+	}
+	if ab, ok := cfg.Budgets.Accounts[account]; ok {
+		period, _ := ab.period()
+		scopes = append(scopes, budget.Scope{Tag: account, Kind: "account", ID: account, Limit: budget.Micros(ab.Limit), Period: period})
+	}
+	return scopes
+}
+
+// billable answers whether a request's route is budgeted, and its scopes.
+type billable struct {
+	routes routeTable[bool]
+}
+
+func newBillable(cfg Config) *billable {
+	b := &billable{routes: routeTable[bool]{}}
+	for _, r := range cfg.Budgets.Routes {
+		b.routes.put(r, true)
+	}
+	return b
+}
+
+// scopesFor is a middleware.BudgetConfig.ScopesFor.
+func (b *billable) scopesFor(c echo.Context, p *middleware.Principal) []budget.Scope {
+	if ok, _ := b.routes.get(c.Request().Method, c.Path()); !ok {
+		return nil
+	}
+	return p.Budgets
+}
+
+// pricing builds the chat pricing of cfg.Prices.
+func pricing(cfg Config) *middleware.ChatPricing {
+	cp := &middleware.ChatPricing{Models: map[string]middleware.Price{}, MaxOutputTokens: cfg.Prices.MaxOutputTokens, CountTokens: cfg.CountTokens}
+	for model, pc := range cfg.Prices.Models {
+		cp.Models[model] = middleware.Price{Input: budget.Micros(pc.Input), Output: budget.Micros(pc.Output)}
+	}
+	if d := cfg.Prices.Default; d != nil {
+		cp.Default = &middleware.Price{Input: budget.Micros(d.Input), Output: budget.Micros(d.Output)}
+	}
+	return cp
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
 )
 
@@ -32,6 +33,10 @@ type Principal struct {
 	// Limits overrides the tier's and the route's rate limits for this key;
 	// nil fields inherit.
 	Limits Limits
+	// Budgets are the spending caps a billable request by this key must
+	// fit: typically the key's own and its account's, all with the account
+	// as Tag.
+	Budgets []budget.Scope
 }
 
 // AllowsModel reports whether p may use model.

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatekit/gatekit/budget"
 )
 
 // Metrics counts what gatekit's middleware decides, for Prometheus. Labels
@@ -18,6 +20,10 @@ type Metrics struct {
 	storeErrors  prometheus.Counter
 	storeLatency prometheus.Histogram
 	tokensUsed   *prometheus.CounterVec
+	spent        *prometheus.CounterVec
+	holdsOpen    prometheus.Gauge
+	refused      *prometheus.CounterVec
+	ledgerErrors prometheus.Counter
 
 	maxPrincipals int
 	mu            sync.Mutex
@@ -76,10 +82,27 @@ func NewMetrics(reg prometheus.Registerer, cfg *MetricsConfig) (*Metrics, error)
 			Namespace: c.Namespace, Subsystem: "ratelimit", Name: "tokens_charged_total",
 			Help: "Tokens charged to token limits, by method and route.",
 		}, []string{"method", "route"}),
+		spent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: c.Namespace, Subsystem: "budget", Name: "spent_micros_total",
+			Help: "Settled spend in micro-USD, by scope kind (key, account).",
+		}, []string{"scope"}),
+		holdsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: c.Namespace, Subsystem: "budget", Name: "holds_open",
+			Help: "Budget holds taken by this process and not yet settled or released.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: c.Namespace, Subsystem: "budget", Name: "exceeded_total",
+			Help: "Requests answered 402 budget_exceeded, by the kind of scope that ran out.",
+		}, []string{"scope"}),
+		ledgerErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: c.Namespace, Subsystem: "budget", Name: "ledger_errors_total",
+			Help: "Budget ledger calls that failed or timed out.",
+		}),
 		maxPrincipals: c.MaxPrincipals,
 		principals:    map[string]struct{}{},
 	}
-	for _, col := range []prometheus.Collector{m.decisions, m.denied, m.storeErrors, m.storeLatency, m.tokensUsed} {
+	for _, col := range []prometheus.Collector{m.decisions, m.denied, m.storeErrors, m.storeLatency, m.tokensUsed,
+		m.spent, m.holdsOpen, m.refused, m.ledgerErrors} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}
@@ -113,4 +136,14 @@ func (m *Metrics) observeStore(d time.Duration, err error) {
 
 func (m *Metrics) tokens(method, route string, n int64) {
 	m.tokensUsed.WithLabelValues(method, route).Add(float64(n))
+}
+
+func (m *Metrics) holdOpened()               { m.holdsOpen.Inc() }
+func (m *Metrics) holdClosed()               { m.holdsOpen.Dec() }
+func (m *Metrics) budgetError()              { m.ledgerErrors.Inc() }
+func (m *Metrics) budgetRefused(kind string) { m.refused.WithLabelValues(kind).Inc() }
+func (m *Metrics) spend(scopes []budget.Scope, cost budget.Micros) {
+	for _, s := range scopes {
+		m.spent.WithLabelValues(s.Kind).Add(float64(cost))
+	}
 }

@@ -125,7 +125,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	var reqOut, tokOut ratelimit.Outcome
 	var reqPtr, tokPtr *ratelimit.Outcome
 	if lim.Requests != nil {
-		key := p.ID + "\x00" + method + " " + route + "\x00r"
+		key := LimitKey(p.ID, method, route, false)
 		d, ok, err := rl.decide(ctx, method, route, "requests", key, *lim.Requests, 1)
 		if err != nil {
 			return err
@@ -136,7 +136,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	}
 	tokKey := ""
 	if lim.Tokens != nil {
-		tokKey = p.ID + "\x00" + method + " " + route + "\x00t"
+		tokKey = LimitKey(p.ID, method, route, true)
 		d, ok, err := rl.decide(ctx, method, route, "tokens", tokKey, *lim.Tokens, 0)
 		if err != nil {
 			return err
@@ -235,4 +235,15 @@ func windowName(w time.Duration) string {
 		return "day"
 	}
 	return w.String()
+}
+
+// LimitKey is the Limiter key of a principal's request or token bucket on a
+// route, for code that reads a bucket without spending from it (a status
+// page calls Allow with n == 0).
+func LimitKey(principalID, method, route string, tokens bool) string {
+	kind := "\x00r"
+	if tokens {
+		kind = "\x00t"
+	}
+	return principalID + "\x00" + method + " " + route + kind
 }

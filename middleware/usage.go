@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/labstack/echo/v4"
@@ -53,6 +54,9 @@ type requestState struct {
 	principal     *Principal
 	usage         Usage
 	usageReported bool
+	progress      Usage
+	progressed    bool
+	hold          *budgetHold
 }
 
 const stateKey = "gatekit.request"
@@ -71,4 +75,10 @@ func state(c echo.Context) *requestState {
 func peekState(c echo.Context) *requestState {
 	st, _ := c.Get(stateKey).(*requestState)
 	return st
+}
+
+// contextWithoutCancel is the request's context without its cancellation:
+// for bookkeeping that must happen even when the client has gone.
+func contextWithoutCancel(c echo.Context) context.Context {
+	return context.WithoutCancel(c.Request().Context())
 }

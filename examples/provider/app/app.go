@@ -9,6 +9,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatekit/gatekit"
+	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/middleware"
 )
 
 // New returns the demo API on a fresh Echo instance, with gatekit mounted
@@ -17,14 +19,32 @@ func New(cfg gatekit.Config) (*echo.Echo, error) {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	if _, err := gatekit.Mount(e, cfg); err != nil {
+	gate, err := gatekit.Mount(e, cfg)
+	if err != nil {
 		return nil, err
 	}
 	v1 := e.Group("/v1")
+	v1.GET("/key", keyStatus(gate))
 	v1.GET("/models", listModels)
 	v1.GET("/models/:model", getModel)
 	v1.POST("/chat/completions", chatCompletions)
 	v1.POST("/audio/transcriptions", transcribe)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	return e, nil
+}
+
+// keyStatus answers the caller's limits on chat completions and its
+// budgets: what it may still do, and when that resets.
+func keyStatus(gate *gatekit.Gate) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		p := middleware.GetPrincipal(c)
+		if p == nil {
+			return apierrors.MissingAPIKey()
+		}
+		st, err := gate.Status(c.Request().Context(), p, http.MethodPost, "/v1/chat/completions")
+		if err != nil {
+			return apierrors.ServiceUnavailable(0).WithCause(err)
+		}
+		return c.JSON(http.StatusOK, st)
+	}
 }

@@ -126,6 +126,11 @@ func stream(c echo.Context, req chatRequest, m model, words []string, finish str
 		if i > 0 {
 			w = " " + w
 		}
+		// Spend as the words go out: a budget that runs dry mid-way ends
+		// the stream with budget_exceeded.
+		if err := middleware.ReportProgress(c, usage{PromptTokens: u.PromptTokens, CompletionTokens: i + 1}.report(m.ID)); err != nil {
+			return err
+		}
 		if err := s.Send(chunk(delta{Content: w}, nil)); err != nil {
 			return err
 		}
