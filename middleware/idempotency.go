@@ -1,0 +1,227 @@
+package middleware
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/idempotency"
+)
+
+// The headers of idempotent requests.
+const (
+	// HeaderIdempotencyKey is where a client names a request it may retry.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderIdempotentReplayed marks a response replayed from the store.
+	HeaderIdempotentReplayed = "Idempotent-Replayed"
+	// MaxIdempotencyKeyLength is the longest Idempotency-Key accepted.
+	MaxIdempotencyKeyLength = 255
+)
+
+// IdempotencyConfig configures [IdempotencyWithConfig].
+type IdempotencyConfig struct {
+	// Skipper skips the middleware for a request when it returns true.
+	// Default: never skip.
+	Skipper middleware.Skipper
+	// Store keeps in-progress markers and responses. Required.
+	Store idempotency.Store
+	// TTL is how long a response is kept for replay. Default: 24 hours.
+	TTL time.Duration
+	// Lease is how long a running request holds its key before another
+	// request with the key may run (a crashed instance frees its keys after
+	// it). It must exceed the slowest handler. Default: 10 minutes.
+	Lease time.Duration
+	// MaxBodyBytes is the largest response body kept; a larger response is
+	// sent but not kept, so a retry runs again. Default: 1 MiB.
+	MaxBodyBytes int
+	// Fail is what happens when the store fails. Default: FailClosed (503);
+	// FailOpen runs the request without idempotency.
+	Fail FailMode
+	// Logger receives store failures. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// IdempotencyWithConfig makes requests that carry an Idempotency-Key run
+// once. The first request with a key runs; its response (status, headers
+// that matter, body, an event stream byte for byte) is kept for TTL and
+// replayed, marked Idempotent-Replayed: true, to later requests with the
+// same key from the same principal, without running the handler or the
+// middleware after this one: a replay consumes no rate limit and no budget.
+//
+// The same key with another payload (method, path and body) is 422
+// idempotency_mismatch; a duplicate while the first runs is 409
+// idempotency_conflict (retryable); a key over 255 characters is 400
+// invalid_argument. Keys are scoped by principal, so one client never sees
+// another's response. Only responses a handler completed without error and
+// with a status below 500 are kept: a request rejected by later middleware
+// (400, 401, 402, 429) or failing with a 5xx frees its key, so the client
+// can fix or retry it with the same key.
+func IdempotencyWithConfig(cfg IdempotencyConfig) (echo.MiddlewareFunc, error) {
+	return cfg.ToMiddleware()
+}
+
+// ToMiddleware builds the middleware described by cfg; it fails without a
+// Store.
+func (cfg IdempotencyConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	if cfg.Store == nil {
+		return nil, fmt.Errorf("idempotency: a Store is required")
+	}
+	if cfg.Skipper == nil {
+		cfg.Skipper = middleware.DefaultSkipper
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 24 * time.Hour
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 10 * time.Minute
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			key := c.Request().Header.Get(HeaderIdempotencyKey)
+			if key == "" || cfg.Skipper(c) {
+				return next(c)
+			}
+			return cfg.serve(c, next, key)
+		}
+	}, nil
+}
+
+func (cfg IdempotencyConfig) serve(c echo.Context, next echo.HandlerFunc, key string) error {
+	if len(key) > MaxIdempotencyKeyLength {
+		return apierrors.InvalidArgument(HeaderIdempotencyKey, fmt.Sprintf("Invalid 'Idempotency-Key': at most %d characters, got %d.", MaxIdempotencyKeyLength, len(key)))
+	}
+	body, err := PeekBody(c)
+	if err != nil {
+		return err
+	}
+	req := c.Request()
+	fp := idempotency.Fingerprint(req.Method, req.URL.Path, body)
+	owner := "\x00anonymous"
+	if p := GetPrincipal(c); p != nil {
+		owner = p.ID
+	}
+	scoped := owner + "\x00" + key
+
+	ctx := req.Context()
+	begin, err := cfg.Store.Begin(ctx, scoped, fp, cfg.Lease)
+	if err != nil {
+		cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: store failed", slog.String("request_id", GetRequestID(c)), slog.String("error", err.Error()))
+		if cfg.Fail == FailOpen {
+			return next(c)
+		}
+		return apierrors.ServiceUnavailable(time.Second).WithCause(fmt.Errorf("idempotency store: %w", err))
+	}
+	switch begin.State {
+	case idempotency.Completed:
+		return replay(c, begin.Record)
+	case idempotency.InProgress:
+		return apierrors.IdempotencyConflict(time.Second)
+	case idempotency.Mismatch:
+		return apierrors.IdempotencyMismatch()
+	}
+
+	rec := &recorder{ResponseWriter: c.Response().Writer, max: cfg.MaxBodyBytes}
+	c.Response().Writer = rec
+	err = next(c)
+	c.Response().Writer = rec.ResponseWriter
+
+	// The store's answer does not change the client's; it only decides
+	// whether a retry replays or runs again.
+	store := contextWithoutCancel(c)
+	res := c.Response()
+	if err != nil || res.Status >= 500 || !res.Committed || rec.overflow {
+		if aerr := cfg.Store.Abort(store, scoped, begin.Token); aerr != nil {
+			cfg.Logger.LogAttrs(store, slog.LevelWarn, "idempotency: abort failed", slog.String("request_id", GetRequestID(c)), slog.String("error", aerr.Error()))
+		}
+		return err
+	}
+	record := idempotency.Record{
+		Status: res.Status,
+		Header: keptHeaders(res.Header()),
+		Body:   rec.body.Bytes(),
+		Stream: isEventStream(res.Header().Get(echo.HeaderContentType)),
+	}
+	if cerr := cfg.Store.Complete(store, scoped, begin.Token, record, cfg.TTL); cerr != nil {
+		cfg.Logger.LogAttrs(store, slog.LevelWarn, "idempotency: keeping the response failed", slog.String("request_id", GetRequestID(c)), slog.String("error", cerr.Error()))
+	}
+	return nil
+}
+
+// replay writes a kept response.
+func replay(c echo.Context, r *idempotency.Record) error {
+	h := c.Response().Header()
+	for k, v := range r.Header {
+		h[k] = v
+	}
+	h.Set(HeaderIdempotentReplayed, "true")
+	c.Response().WriteHeader(r.Status)
+	if c.Request().Method == http.MethodHead {
+		return nil
+	}
+	_, err := c.Response().Write(r.Body)
+	return err
+}
+
+// dropHeader reports whether a header is left out of a kept response: it
+// describes the connection, this response's own request, or rate-limit
+// state that a replay does not touch.
+func dropHeader(k string) bool {
+	switch k {
+	case "Connection", "Content-Length", "Date", "Keep-Alive", "Transfer-Encoding", "Set-Cookie",
+		HeaderRequestID, "Ratelimit", "Ratelimit-Policy":
+		return true
+	}
+	return strings.HasPrefix(k, "X-Ratelimit-")
+}
+
+// keptHeaders copies the headers a replay repeats.
+func keptHeaders(h http.Header) http.Header {
+	out := http.Header{}
+	for k, v := range h {
+		if dropHeader(k) {
+			continue
+		}
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
+// recorder passes a response through while keeping a copy of its body, up
+// to max bytes.
+type recorder struct {
+	http.ResponseWriter
+	body     bytes.Buffer
+	max      int
+	overflow bool
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if !r.overflow {
+		if r.body.Len()+len(p) > r.max {
+			r.overflow = true
+			r.body = bytes.Buffer{}
+		} else {
+			r.body.Write(p)
+		}
+	}
+	return r.ResponseWriter.Write(p)
+}
+
+// Flush passes flushes through, for event streams.
+func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
