@@ -29,8 +29,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gatekit/gatekit"
+	budgetredis "github.com/gatekit/gatekit/budget/redisstore"
 	"github.com/gatekit/gatekit/examples/provider/app"
-	"github.com/gatekit/gatekit/ratelimit/redisstore"
+	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
+	rlredis "github.com/gatekit/gatekit/ratelimit/redisstore"
 )
 
 //go:embed gatekit.yaml
@@ -82,7 +84,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		opts.ContextTimeoutEnabled = true
 		client := redis.NewClient(opts)
 		defer client.Close()
-		if cfg.Limiter, err = redisstore.New(client, nil); err != nil {
+		if cfg.Limiter, err = rlredis.New(client, nil); err != nil {
+			return err
+		}
+		if cfg.Ledger, err = budgetredis.New(client, nil); err != nil {
+			return err
+		}
+		if cfg.IdempotencyStore, err = idemredis.New(client, nil); err != nil {
 			return err
 		}
 		logger.Info("stores on redis", "addr", opts.Addr)

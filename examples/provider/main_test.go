@@ -85,9 +85,11 @@ func TestDemoOnRedis(t *testing.T) {
 			t.Fatalf("request %d: %d", i, res.StatusCode)
 		}
 	}
-	keys, err := rs.Client(t).Keys(context.Background(), "gatekit:rl:*").Result()
-	if err != nil || len(keys) == 0 {
-		t.Fatalf("no rate-limit keys in Redis: %v %v", keys, err)
+	for _, pattern := range []string{"gatekit:rl:*", "gatekit:budget:*"} {
+		keys, err := rs.Client(t).Keys(context.Background(), pattern).Result()
+		if err != nil || len(keys) == 0 {
+			t.Fatalf("no %s keys in Redis: %v %v", pattern, keys, err)
+		}
 	}
 }
 

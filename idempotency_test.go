@@ -1,0 +1,202 @@
+package gatekit_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatekit/gatekit"
+	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/middleware"
+	"github.com/gatekit/gatekit/retry"
+)
+
+// idempotentConfig is billedConfig with Idempotency-Key honoured on
+// /v1/work and a request limit, so replays can be seen not to count.
+func idempotentConfig() gatekit.Config {
+	cfg := billedConfig("1.00")
+	cfg.Idempotency = gatekit.IdempotencyConfig{Routes: []string{"POST /v1/work"}}
+	cfg.Routes = map[string]gatekit.RouteConfig{"POST /v1/work": {LimitConfig: gatekit.LimitConfig{RPM: 100}}}
+	return cfg
+}
+
+func workWithKey(t *testing.T, client *http.Client, base, key, idemKey, body string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/work", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+key)
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func readAll(t *testing.T, res *http.Response) string {
+	t.Helper()
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestRetryAfterLostResponseIsChargedOnce: the first response is lost on
+// the way back (a proxy answers 503 in its place); the retrying client
+// sends the request again with the same Idempotency-Key and gets the kept
+// response, charged once in the ledger and counted once by the limiter.
+func TestRetryAfterLostResponseIsChargedOnce(t *testing.T) {
+	srv, gate := billedServer(t, idempotentConfig(), nil)
+	target, _ := url.Parse(srv.URL)
+	upstream := httputil.NewSingleHostReverseProxy(target)
+	var proxied atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if proxied.Add(1) == 1 {
+			rec := httptest.NewRecorder()
+			upstream.ServeHTTP(rec, r) // the work is done and billed...
+			w.Header().Set("Retry-After-Ms", "1")
+			w.WriteHeader(http.StatusServiceUnavailable) // ...but the answer is lost
+			return
+		}
+		upstream.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+
+	client := retry.NewClient(&retry.Config{Sleep: func(ctx context.Context, _ time.Duration) error { return ctx.Err() }})
+	res := workWithKey(t, client, proxy.URL, "sk-1", "", workBody(90)) // the transport adds the key
+	body := readAll(t, res)
+	if res.StatusCode != 200 || res.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(body, `"ok":true`) {
+		t.Fatalf("%d %v %s", res.StatusCode, res.Header, body)
+	}
+	if proxied.Load() != 2 {
+		t.Fatalf("%d attempts through the proxy", proxied.Load())
+	}
+	if b := balance(t, gate.Ledger(), "key", "k1", 10_000); b.Spent != 100 || b.Held != 0 {
+		t.Fatalf("charged %v, want 100 once", b)
+	}
+	st, err := gate.Status(context.Background(), principal(t, gate, "sk-1"), http.MethodPost, "/v1/work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Requests == nil || st.Requests.Remaining != 99 {
+		t.Fatalf("limiter counted the replay: %+v", st.Requests)
+	}
+}
+
+func principal(t *testing.T, gate *gatekit.Gate, key string) *middleware.Principal {
+	t.Helper()
+	p, ok, err := gate.Keys().Lookup(context.Background(), key)
+	if err != nil || !ok {
+		t.Fatalf("key %s: %v %v", key, ok, err)
+	}
+	return p
+}
+
+func TestConcurrentDuplicatesRunOnce(t *testing.T) {
+	release := make(chan struct{})
+	srv, gate := billedServer(t, idempotentConfig(), release)
+	body := `{"model":"m","max_tokens":5,"mode":"wait"}`
+	first := make(chan *http.Response, 1)
+	go func() { first <- workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "dup-1", body) }()
+	waitFor(t, func() bool { return balance(t, gate.Ledger(), "key", "k1", 10_000).Held > 0 })
+
+	var wg sync.WaitGroup
+	var conflicts atomic.Int64
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "dup-1", body)
+			if res.StatusCode == http.StatusConflict && res.Header.Get("X-Should-Retry") == "true" && res.Header.Get("Retry-After") != "" {
+				conflicts.Add(1)
+			}
+			readAll(t, res)
+		}()
+	}
+	wg.Wait()
+	close(release)
+	res := <-first
+	if res.StatusCode != 200 {
+		t.Fatalf("first: %d %s", res.StatusCode, readAll(t, res))
+	}
+	readAll(t, res)
+	if conflicts.Load() != 8 {
+		t.Fatalf("%d of 8 duplicates got 409 idempotency_conflict", conflicts.Load())
+	}
+	res = workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "dup-1", body)
+	if readAll(t, res); res.StatusCode != 200 || res.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("after completion: %d %v", res.StatusCode, res.Header)
+	}
+	if b := balance(t, gate.Ledger(), "key", "k1", 10_000); b.Spent != 15 {
+		t.Fatalf("spent %v, want one request's 15", b.Spent)
+	}
+}
+
+func TestIdempotencyKeyMisuse(t *testing.T) {
+	srv, gate := billedServer(t, idempotentConfig(), nil)
+	res := workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-a", workBody(10))
+	readAll(t, res)
+	checkEnvelope(t, workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-a", workBody(11)), apierrors.CodeIdempotencyMismatch)
+
+	// Another principal with the same key and payload runs its own request.
+	res = workWithKey(t, http.DefaultClient, srv.URL, "sk-2", "k-a", workBody(10))
+	readAll(t, res)
+	if res.StatusCode != 200 || res.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("another principal got a replay: %d %v", res.StatusCode, res.Header)
+	}
+	if b := balance(t, gate.Ledger(), "key", "k2", 10_000); b.Spent != 20 {
+		t.Fatalf("k2 spent %v", b.Spent)
+	}
+
+	env := checkEnvelope(t, workWithKey(t, http.DefaultClient, srv.URL, "sk-1", strings.Repeat("k", 256), workBody(10)), apierrors.CodeInvalidArgument)
+	if *env.Error.Param != "Idempotency-Key" {
+		t.Fatalf("param %q", *env.Error.Param)
+	}
+
+	// A request rejected before its handler ran is not kept: the client
+	// fixes it and retries with the same key.
+	checkEnvelope(t, workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-b", `{"model":"m","max_tokens":10,"typo":1}`), apierrors.CodeInvalidArgument)
+	res = workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-b", workBody(10))
+	if readAll(t, res); res.StatusCode != 200 || res.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("fixed request: %d", res.StatusCode)
+	}
+	// A 5xx is not kept either: the retry runs.
+	res = workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-c", `{"model":"m","max_tokens":5,"mode":"fail"}`)
+	readAll(t, res)
+	res = workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-c", `{"model":"m","max_tokens":5,"mode":"fail"}`)
+	if readAll(t, res); res.StatusCode != 502 || res.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("a 5xx was replayed: %d %v", res.StatusCode, res.Header)
+	}
+}
+
+func TestStreamedResponsesReplayAsTheSameStream(t *testing.T) {
+	srv := newLimitedProvider(t, newFakeClock(), nil)
+	send := func() (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+chatURL, strings.NewReader(`{"model":"gk-echo","stream":true,"messages":[{"role":"user","content":"one two three"}]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "stream-1")
+		res, err := pro.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, readAll(t, res)
+	}
+	res1, first := send()
+	res2, second := send()
+	if res1.StatusCode != 200 || res2.Header.Get("Idempotent-Replayed") != "true" || first != second ||
+		!strings.HasSuffix(first, "data: [DONE]\n\n") || !strings.HasPrefix(res2.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("replay differs:\n%s\n---\n%s", first, second)
+	}
+}
