@@ -17,7 +17,9 @@ import (
 
 	"github.com/gatekit/gatekit"
 	"github.com/gatekit/gatekit/budget"
+	budgetredis "github.com/gatekit/gatekit/budget/redisstore"
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/internal/redistest"
 	"github.com/gatekit/gatekit/middleware"
 )
 
@@ -307,5 +309,90 @@ func TestBudgetedDemoKeys(t *testing.T) {
 	if st.ID != "demo-free" || st.Requests == nil || st.Requests.Remaining != 9 || len(st.Budgets) != 1 ||
 		st.Budgets[0].Spent != "0.000009" || st.Budgets[0].Limit != "1.00" || st.Budgets[0].ResetsAt == nil {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestBudgetNeverOverspendsAcrossRedisInstances: 1,000 concurrent requests
+// spread over 3 Echo instances sharing one redis-server; their holds
+// together are twice the cap.
+func TestBudgetNeverOverspendsAcrossRedisInstances(t *testing.T) {
+	rs := redistest.Start(t)
+	prefix := rs.KeyPrefix(t)
+	var urls []string
+	var ledger budget.Ledger
+	for range 3 {
+		l, err := budgetredis.New(rs.Client(t), &budgetredis.Config{Prefix: prefix, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := billedConfig("0.010000")
+		cfg.Keys[0].Budget.Limit = gatekit.Money(budget.Dollar)
+		cfg.Ledger = l
+		srv, _ := billedServer(t, cfg, nil)
+		urls = append(urls, srv.URL)
+		ledger = l
+	}
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 48)
+	for i := range 1000 {
+		wg.Add(1)
+		go func(url string) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			res := work(t, url, "sk-1", workBody(10))
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			switch res.StatusCode {
+			case 200:
+				ok.Add(1)
+			case 402:
+				refused.Add(1)
+			default:
+				t.Errorf("status %d", res.StatusCode)
+			}
+		}(urls[i%3])
+	}
+	wg.Wait()
+	a := balance(t, ledger, "account", "acme", 10_000)
+	if a.Spent > 10_000 || a.Spent != budget.Micros(ok.Load())*20 || a.Held != 0 || ok.Load() != 500 {
+		t.Fatalf("account %+v after %d ok, %d refused", a, ok.Load(), refused.Load())
+	}
+}
+
+// TestBudgetLedgerOutage: with Redis stopped, billable requests answer
+// within the ledger's timeout: 503 when failing closed, served unbudgeted
+// when failing open.
+func TestBudgetLedgerOutage(t *testing.T) {
+	for _, mode := range []string{"closed", "open"} {
+		t.Run(mode, func(t *testing.T) {
+			rs := redistest.Start(t)
+			l, err := budgetredis.New(rs.Client(t), &budgetredis.Config{Prefix: rs.KeyPrefix(t), Timeout: 100 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := billedConfig("1.00")
+			cfg.Ledger = l
+			cfg.Budgets.Fail = mode
+			srv, _ := billedServer(t, cfg, nil)
+			if err := rs.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			res := work(t, srv.URL, "sk-1", workBody(10))
+			took := time.Since(start)
+			if mode == "closed" {
+				checkEnvelope(t, res, apierrors.CodeServiceUnavailable)
+			} else {
+				readAll(t, res)
+				if res.StatusCode != 200 {
+					t.Fatalf("fail open: %d", res.StatusCode)
+				}
+			}
+			if took > 2*time.Second {
+				t.Fatalf("took %v with the ledger down", took)
+			}
+		})
 	}
 }
