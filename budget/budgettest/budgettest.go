@@ -18,28 +18,16 @@ import (
 	_ "time/tzdata" // the suite's time zones, wherever it runs
 
 	"github.com/gatekit/gatekit/budget"
+	"github.com/gatekit/gatekit/internal/testclock"
 )
 
-// Clock is a fake clock, safe for concurrent use, that moves only when told.
-type Clock struct {
-	ns atomic.Int64
-}
+// Clock is a fake clock, safe for concurrent use, that moves only when told:
+// c.Now reads it (pass c.Now where a clock is expected), c.Set(t) moves it to
+// t and c.Advance(d) moves it forward by d.
+type Clock = testclock.Clock
 
 // NewClock returns a Clock reading t.
-func NewClock(t time.Time) *Clock {
-	c := &Clock{}
-	c.Set(t)
-	return c
-}
-
-// Now returns the clock's time. Pass c.Now where a clock is expected.
-func (c *Clock) Now() time.Time { return time.Unix(0, c.ns.Load()) }
-
-// Set moves the clock to t.
-func (c *Clock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func NewClock(t time.Time) *Clock { return testclock.New(t) }
 
 // NewLedger makes the Ledger under test. now is the clock and loc the time
 // zone it must use (nil means the Ledger's default, UTC); its HoldTTL and

@@ -47,6 +47,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gatekit/gatekit/budget"
+	"github.com/gatekit/gatekit/internal/rediscall"
 )
 
 // Defaults for Config.
@@ -54,7 +55,7 @@ const (
 	// DefaultPrefix starts every key when Config.Prefix is empty.
 	DefaultPrefix = "gatekit:budget:"
 	// DefaultTimeout bounds each call when Config.Timeout is 0.
-	DefaultTimeout = 100 * time.Millisecond
+	DefaultTimeout = rediscall.DefaultTimeout
 )
 
 // margin is how long every key outlives its last possible use, to absorb
@@ -116,18 +117,13 @@ type Config struct {
 // HoldTTL; a Settle that timed out and is retried returns
 // budget.ErrUnknownHold if the first attempt went through.
 type Ledger struct {
-	client                                redis.UniversalClient
+	call                                  rediscall.Caller
 	hold, extend, settle, release, report *redis.Script
 	prefix                                string
 	now                                   func() time.Time
 	redisClock                            bool
 	loc                                   *time.Location
 	ttl, grace                            int64 // ms
-	timeout                               time.Duration
-	// honoursDeadlines is true when the client aborts I/O at the context's
-	// deadline (ContextTimeoutEnabled); otherwise each call runs on its own
-	// goroutine so that Timeout still holds.
-	honoursDeadlines bool
 }
 
 var _ budget.Ledger = (*Ledger)(nil)
@@ -148,17 +144,16 @@ func New(client redis.UniversalClient, cfg *Config) (*Ledger, error) {
 	if cfg != nil {
 		c = *cfg
 	}
-	if c.Prefix == "" {
-		c.Prefix = DefaultPrefix
-	}
-	if strings.ContainsAny(c.Prefix, "{}") {
-		return nil, fmt.Errorf("redisstore: Prefix %q contains '{' or '}'", c.Prefix)
+	prefix, err := rediscall.Prefix(c.Prefix, DefaultPrefix)
+	if err != nil {
+		return nil, err
 	}
 	if c.Timeout < 0 || c.HoldTTL < 0 || c.SettleGrace < 0 {
 		return nil, fmt.Errorf("redisstore: negative Timeout, HoldTTL or SettleGrace (%v, %v, %v)", c.Timeout, c.HoldTTL, c.SettleGrace)
 	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
+	call, err := rediscall.New(client, c.Timeout)
+	if err != nil {
+		return nil, err
 	}
 	if c.HoldTTL == 0 {
 		c.HoldTTL = budget.DefaultHoldTTL
@@ -170,20 +165,18 @@ func New(client redis.UniversalClient, cfg *Config) (*Ledger, error) {
 		c.Location = time.UTC
 	}
 	l := &Ledger{
-		client:           client,
-		hold:             redis.NewScript(commonLua + holdLua),
-		extend:           redis.NewScript(commonLua + extendLua),
-		settle:           redis.NewScript(commonLua + settleLua),
-		release:          redis.NewScript(commonLua + releaseLua),
-		report:           redis.NewScript(commonLua + balanceLua),
-		prefix:           c.Prefix,
-		now:              c.Now,
-		redisClock:       c.Now == nil,
-		loc:              c.Location,
-		ttl:              ceilMillis(c.HoldTTL),
-		grace:            ceilMillis(c.SettleGrace),
-		timeout:          c.Timeout,
-		honoursDeadlines: honoursDeadlines(client),
+		call:       call,
+		hold:       redis.NewScript(commonLua + holdLua),
+		extend:     redis.NewScript(commonLua + extendLua),
+		settle:     redis.NewScript(commonLua + settleLua),
+		release:    redis.NewScript(commonLua + releaseLua),
+		report:     redis.NewScript(commonLua + balanceLua),
+		prefix:     prefix,
+		now:        c.Now,
+		redisClock: c.Now == nil,
+		loc:        c.Location,
+		ttl:        ceilMillis(c.HoldTTL),
+		grace:      ceilMillis(c.SettleGrace),
 	}
 	if l.now == nil {
 		l.now = time.Now
@@ -193,18 +186,6 @@ func New(client redis.UniversalClient, cfg *Config) (*Ledger, error) {
 
 func ceilMillis(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
-}
-
-func honoursDeadlines(client redis.UniversalClient) bool {
-	switch c := client.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
-	}
-	return false
 }
 
 // Key returns the Redis key of budget s in its period containing t.
@@ -349,7 +330,7 @@ func (l *Ledger) Release(ctx context.Context, id budget.HoldID) error {
 	}
 	tp := l.tagPrefix(id.Tag)
 	seq := strconv.FormatUint(id.Seq, 10)
-	res, err := l.runValue(ctx, "release", l.release, []string{tp + "holds", l.HoldKey(id)}, l.args(tp, l.now(), seq))
+	res, err := l.call.Run(ctx, "release", l.release, []string{tp + "holds", l.HoldKey(id)}, l.args(tp, l.now(), seq)...)
 	if err != nil {
 		return err
 	}
@@ -442,9 +423,9 @@ func ints(res []any, n int) ([]int64, error) {
 	return v, nil
 }
 
-// run runs a script that returns an array.
+// run runs a script that returns an array, within the Ledger's Timeout.
 func (l *Ledger) run(ctx context.Context, op string, s *redis.Script, keys []string, args []any) ([]any, error) {
-	v, err := l.runValue(ctx, op, s, keys, args)
+	v, err := l.call.Run(ctx, op, s, keys, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -453,41 +434,4 @@ func (l *Ledger) run(ctx context.Context, op string, s *redis.Script, keys []str
 		return nil, fmt.Errorf("redisstore: %s: script returned %T, want an array", op, v)
 	}
 	return res, nil
-}
-
-// runValue runs a script (EVALSHA, then EVAL if Redis does not have it
-// cached) within the Ledger's Timeout, and returns by then at the latest.
-func (l *Ledger) runValue(ctx context.Context, op string, s *redis.Script, keys []string, args []any) (any, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
-	var v any
-	var err error
-	if l.honoursDeadlines {
-		v, err = s.Run(ctx, l.client, keys, args...).Result()
-	} else {
-		type result struct {
-			v   any
-			err error
-		}
-		done := make(chan result, 1)
-		go func() {
-			v, err := s.Run(ctx, l.client, keys, args...).Result()
-			done <- result{v, err}
-		}()
-		select {
-		case r := <-done:
-			v, err = r.v, r.err
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
-			// go-redis reports a deadline met during I/O as a network
-			// timeout; say which deadline it was.
-			return nil, fmt.Errorf("redisstore: %s: %w: %w", op, ctxErr, err)
-		}
-		return nil, fmt.Errorf("redisstore: %s: %w", op, err)
-	}
-	return v, nil
 }

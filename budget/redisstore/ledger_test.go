@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,19 +25,9 @@ import (
 var redisServer = redistest.New()
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	m.Run()
 	redisServer.Close()
-	os.Exit(code)
 }
-
-// slowTimeout is the Timeout of tests that are not about timeouts: long
-// enough for a loaded CI machine.
-const slowTimeout = 5 * time.Second
-
-// slack is how much later than its Timeout a call to a dead or hung Redis
-// may return: scheduling delay, not waiting on Redis (go-redis's own
-// timeouts are seconds).
-const slack = 200 * time.Millisecond
 
 // epoch is the instant clock-driven tests start at.
 var epoch = time.Date(2030, time.January, 15, 10, 0, 0, 0, time.UTC)
@@ -56,13 +44,12 @@ func newLedger(tb testing.TB, client redis.UniversalClient, cfg *redisstore.Conf
 func TestLedgerConformance(t *testing.T) {
 	client := redisServer.Client(t)
 	budgettest.Run(t, func(t *testing.T, now func() time.Time, loc *time.Location) budget.Ledger {
-		return newLedger(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Location: loc, Timeout: slowTimeout})
+		return newLedger(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Location: loc, Timeout: redistest.SlowTimeout})
 	})
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer client.Close()
+	client := redistest.Unreachable(t)
 	for name, cfg := range map[string]*redisstore.Config{
 		"braces in prefix":     {Prefix: "b:{x}:"},
 		"negative timeout":     {Timeout: -time.Second},
@@ -96,7 +83,7 @@ func TestLedgerNeverOverspendsAcrossInstances(t *testing.T) {
 	// Three instances: a client and a Ledger each, on Redis's clock.
 	var ledgers []*redisstore.Ledger
 	for range instances {
-		ledgers = append(ledgers, newLedger(t, redisServer.Client(t), &redisstore.Config{Prefix: prefix, Timeout: slowTimeout}))
+		ledgers = append(ledgers, newLedger(t, redisServer.Client(t), &redisstore.Config{Prefix: prefix, Timeout: redistest.SlowTimeout}))
 	}
 	var spent, held, refused atomic.Int64
 	var start, wg sync.WaitGroup
@@ -156,7 +143,7 @@ func TestLedgerForgetsAbandonedHolds(t *testing.T) {
 	client := redisServer.Client(t)
 	prefix := redisServer.KeyPrefix(t)
 	clock := budgettest.NewClock(epoch)
-	l := newLedger(t, client, &redisstore.Config{Prefix: prefix, Now: clock.Now, Timeout: slowTimeout})
+	l := newLedger(t, client, &redisstore.Config{Prefix: prefix, Now: clock.Now, Timeout: redistest.SlowTimeout})
 	ctx := context.Background()
 	sc := scopes("acme", "k1", 100*budget.Dollar, 100*budget.Dollar)
 	var ids []budget.HoldID
@@ -211,7 +198,7 @@ func hashTag(key string) string {
 func TestLedgerKeysShareTheTagsSlotAndExpire(t *testing.T) {
 	client := redisServer.Client(t)
 	prefix := redisServer.KeyPrefix(t)
-	l := newLedger(t, client, &redisstore.Config{Prefix: prefix, Timeout: slowTimeout}) // real clocks
+	l := newLedger(t, client, &redisstore.Config{Prefix: prefix, Timeout: redistest.SlowTimeout}) // real clocks
 	ctx := context.Background()
 	before := time.Now()
 	defer func() {
@@ -285,8 +272,7 @@ func TestLedgerKeysShareTheTagsSlotAndExpire(t *testing.T) {
 }
 
 func TestLedgerKeys(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer client.Close()
+	client := redistest.Unreachable(t)
 	ny, err := time.LoadLocation("America/New_York")
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +309,7 @@ func TestLedgerMatchesMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl := newLedger(t, redisServer.Client(t), &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: clock.Now, Location: ny, Timeout: slowTimeout})
+	rl := newLedger(t, redisServer.Client(t), &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: clock.Now, Location: ny, Timeout: redistest.SlowTimeout})
 	var pool [][]budget.Scope
 	for _, acct := range []string{"acme", "beta"} {
 		a := budget.Scope{Tag: acct, Kind: "account", ID: acct, Limit: 20 * budget.Dollar, Period: budget.Monthly}
@@ -428,11 +414,7 @@ func TestLedgerMatchesMemory(t *testing.T) {
 
 func TestLedgerFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
 	srv := redistest.Start(t)
-	// A production-like client: default retries and timeouts.
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	const timeout = 100 * time.Millisecond
-	l := newLedger(t, client, &redisstore.Config{Timeout: timeout})
+	l := newLedger(t, srv.ClientWithDefaults(t, true), &redisstore.Config{Timeout: redistest.OutageTimeout})
 	ctx := context.Background()
 	sc := scopes("acme", "k1", budget.Dollar, budget.Dollar)
 	r, err := l.Hold(ctx, sc, budget.Cent)
@@ -451,68 +433,36 @@ func TestLedgerFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
 		"Balance": func() error { _, err := l.Balance(ctx, sc[0]); return err },
 	}
 	for name, call := range calls {
-		start := time.Now()
-		err := call()
-		took := time.Since(start)
-		if err == nil {
-			t.Fatalf("%s succeeded with Redis stopped", name)
-		}
-		if took > timeout+slack {
-			t.Fatalf("%s with Redis stopped took %v (Timeout %v): %v", name, took, timeout, err)
-		}
-		t.Logf("%s with Redis stopped: %v after %v", name, err, took.Round(time.Millisecond))
+		redistest.FailsFastWhileStopped(t, name, redistest.OutageTimeout, call)
 	}
 
-	if err := srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
 	// The restarted server has no data and an empty script cache: EVALSHA
 	// fails with NOSCRIPT and the script is sent again.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		r, err := l.Hold(ctx, sc, budget.Cent)
-		if err == nil {
-			if !r.Allowed || r.Balance.Held != budget.Cent {
-				t.Fatalf("first hold after restart: %+v, want one cent held", r)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer 5s after Restart: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	srv.RestartAndRetry(t, func() (err error) {
+		r, err = l.Hold(ctx, sc, budget.Cent)
+		return err
+	})
+	if !r.Allowed || r.Balance.Held != budget.Cent {
+		t.Fatalf("first hold after restart: %+v, want one cent held", r)
 	}
 }
 
 func TestLedgerFailsFastWhileRedisHangs(t *testing.T) {
 	srv := redistest.Start(t)
-	const timeout = 100 * time.Millisecond
 	sc := scopes("acme", "k1", budget.Dollar, budget.Dollar)
 	for _, ctxTimeouts := range []bool{true, false} {
-		client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: ctxTimeouts})
-		defer client.Close()
-		l := newLedger(t, client, &redisstore.Config{Timeout: timeout})
+		l := newLedger(t, srv.ClientWithDefaults(t, ctxTimeouts), &redisstore.Config{Timeout: redistest.OutageTimeout})
 		ctx := context.Background()
 		r, err := l.Hold(ctx, sc, budget.Cent)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.Pause(); err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		_, err = l.Settle(ctx, r.ID, budget.Cent)
-		took := time.Since(start)
-		if err := srv.Resume(); err != nil {
-			t.Fatal(err)
-		}
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("ContextTimeoutEnabled=%v: err = %v, want one wrapping context.DeadlineExceeded", ctxTimeouts, err)
-		}
-		if took > timeout+slack {
-			t.Errorf("ContextTimeoutEnabled=%v: hung Redis held the call for %v (Timeout %v)", ctxTimeouts, took, timeout)
-		}
-		t.Logf("ContextTimeoutEnabled=%v: %v after %v", ctxTimeouts, err, took.Round(time.Millisecond))
+		srv.WhilePaused(t, func() {
+			redistest.TimesOutWhileHung(t, fmt.Sprintf("ContextTimeoutEnabled=%v", ctxTimeouts), redistest.OutageTimeout, func() error {
+				_, err := l.Settle(ctx, r.ID, budget.Cent)
+				return err
+			})
+		})
 	}
 }
 
@@ -525,34 +475,9 @@ func TestLedgerHonoursTheCallersDeadline(t *testing.T) {
 	}
 }
 
-// countingHook counts the commands a client sends.
-type countingHook struct{ n atomic.Int64 }
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return next(ctx, network, addr)
-	}
-}
-
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
-	}
-}
-
 func TestLedgerCallsAreOneRoundTripEach(t *testing.T) {
-	redisServer.Ready(t)
-	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	hook := &countingHook{}
+	client := redisServer.ClientWithDefaults(t, true)
+	hook := &redistest.CommandCounter{}
 	client.AddHook(hook)
 	l := newLedger(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
 	ctx := context.Background()
@@ -565,7 +490,7 @@ func TestLedgerCallsAreOneRoundTripEach(t *testing.T) {
 	l.Release(ctx, r.ID)
 	l.Balance(ctx, sc[0])
 
-	before := hook.n.Load()
+	before := hook.Count()
 	for range 50 {
 		r, err := l.Hold(ctx, sc, budget.Cent)
 		if err != nil || !r.Allowed {
@@ -575,18 +500,16 @@ func TestLedgerCallsAreOneRoundTripEach(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := hook.n.Load() - before; n != 100 {
+	if n := hook.Count() - before; n != 100 {
 		t.Fatalf("50 holds and settlements sent %d commands, want 100", n)
 	}
 }
 
 func BenchmarkRedisHoldSettle(b *testing.B) {
-	redisServer.Ready(b)
-	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	hook := &countingHook{}
+	client := redisServer.ClientWithDefaults(b, true)
+	hook := &redistest.CommandCounter{}
 	client.AddHook(hook)
-	l := newLedger(b, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(b), Timeout: slowTimeout})
+	l := newLedger(b, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(b), Timeout: redistest.SlowTimeout})
 	ctx := context.Background()
 	accounts := make([][]budget.Scope, 1024)
 	for i := range accounts {
@@ -598,7 +521,7 @@ func BenchmarkRedisHoldSettle(b *testing.B) {
 	b.SetParallelism(16)
 	b.ReportAllocs()
 	b.ResetTimer()
-	before := hook.n.Load()
+	before := hook.Count()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(101))
 		for pb.Next() {
@@ -617,5 +540,5 @@ func BenchmarkRedisHoldSettle(b *testing.B) {
 	})
 	// One op is one request's Hold and Settle.
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
-	b.ReportMetric(float64(hook.n.Load()-before)/float64(b.N), "roundtrips/op")
+	b.ReportMetric(float64(hook.Count()-before)/float64(b.N), "roundtrips/op")
 }

@@ -21,13 +21,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gatekit/gatekit/idempotency"
+	"github.com/gatekit/gatekit/internal/rediscall"
 )
 
 // Defaults for Config.
@@ -35,7 +35,7 @@ const (
 	// DefaultPrefix starts every key when Config.Prefix is empty.
 	DefaultPrefix = "gatekit:idem:"
 	// DefaultTimeout bounds each operation when Config.Timeout is 0.
-	DefaultTimeout = 100 * time.Millisecond
+	DefaultTimeout = rediscall.DefaultTimeout
 )
 
 //go:embed idempotency.lua
@@ -72,15 +72,10 @@ type Config struct {
 // concurrent use, and any number of Stores, in any number of processes, may
 // share entries through one Redis deployment (with the same Prefix).
 type Store struct {
-	client  redis.UniversalClient
-	script  *redis.Script
-	prefix  string
-	now     func() time.Time
-	timeout time.Duration
-	// honoursDeadlines is true when the client aborts I/O at the context's
-	// deadline (ContextTimeoutEnabled); otherwise each call runs on its own
-	// goroutine so that Timeout still holds.
-	honoursDeadlines bool
+	call   rediscall.Caller
+	script *redis.Script
+	prefix string
+	now    func() time.Time
 	// Tokens are this Store's random prefix and a counter: unique across
 	// processes without a random draw per request.
 	tokenPrefix string
@@ -105,39 +100,21 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 	if cfg != nil {
 		c = *cfg
 	}
-	if c.Prefix == "" {
-		c.Prefix = DefaultPrefix
+	prefix, err := rediscall.Prefix(c.Prefix, DefaultPrefix)
+	if err != nil {
+		return nil, err
 	}
-	if strings.ContainsAny(c.Prefix, "{}") {
-		return nil, fmt.Errorf("redisstore: Prefix %q contains '{' or '}'", c.Prefix)
-	}
-	if c.Timeout < 0 {
-		return nil, fmt.Errorf("redisstore: negative Timeout %v", c.Timeout)
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
+	call, err := rediscall.New(client, c.Timeout)
+	if err != nil {
+		return nil, err
 	}
 	return &Store{
-		client:           client,
-		script:           redis.NewScript(scriptLua),
-		prefix:           c.Prefix,
-		now:              c.Now,
-		timeout:          c.Timeout,
-		honoursDeadlines: honoursDeadlines(client),
-		tokenPrefix:      rand.Text()[:16] + ".",
+		call:        call,
+		script:      redis.NewScript(scriptLua),
+		prefix:      prefix,
+		now:         c.Now,
+		tokenPrefix: rand.Text()[:16] + ".",
 	}, nil
-}
-
-func honoursDeadlines(client redis.UniversalClient) bool {
-	switch c := client.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
-	}
-	return false
 }
 
 // Key returns the Redis key holding key's entry.
@@ -231,45 +208,10 @@ func (s *Store) expiry(ms int64) (now, exp int64) {
 	return now, now + ms
 }
 
-// run runs the script for op on key's entry (EVALSHA, then EVAL if Redis
-// does not have it cached) and returns by the Timeout at the latest.
+// run runs the script for op on key's entry and returns by the Timeout at
+// the latest.
 func (s *Store) run(ctx context.Context, op, key string, now int64, args ...any) (any, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	keys := []string{s.Key(key)}
-	argv := append([]any{op, now}, args...)
-	var (
-		res any
-		err error
-	)
-	if s.honoursDeadlines {
-		res, err = s.script.Run(ctx, s.client, keys, argv...).Result()
-	} else {
-		type result struct {
-			v   any
-			err error
-		}
-		done := make(chan result, 1)
-		go func() {
-			v, err := s.script.Run(ctx, s.client, keys, argv...).Result()
-			done <- result{v, err}
-		}()
-		select {
-		case r := <-done:
-			res, err = r.v, r.err
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
-			// go-redis reports a deadline met during I/O as a network
-			// timeout; say which deadline it was.
-			return nil, fmt.Errorf("redisstore: %s: %w: %w", op, ctxErr, err)
-		}
-		return nil, fmt.Errorf("redisstore: %s: %w", op, err)
-	}
-	return res, nil
+	return s.call.Run(ctx, op, s.script, []string{s.Key(key)}, append([]any{op, now}, args...)...)
 }
 
 // millis returns d in whole milliseconds, rounded up, and whether d is

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -26,19 +24,9 @@ import (
 var redisServer = redistest.New()
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	m.Run()
 	redisServer.Close()
-	os.Exit(code)
 }
-
-// slowTimeout is the Timeout of tests that are not about timeouts: long
-// enough for a loaded CI machine.
-const slowTimeout = 5 * time.Second
-
-// slack is how much later than its Timeout a call to a dead or hung Redis
-// may return: scheduling delay, not waiting on Redis (go-redis's own
-// timeouts are seconds).
-const slack = 200 * time.Millisecond
 
 func newStore(tb testing.TB, client redis.UniversalClient, cfg *redisstore.Config) *redisstore.Store {
 	tb.Helper()
@@ -52,7 +40,7 @@ func newStore(tb testing.TB, client redis.UniversalClient, cfg *redisstore.Confi
 func TestStoreConformance(t *testing.T) {
 	client := redisServer.Client(t)
 	idempotencytest.Run(t, func(t *testing.T, now func() time.Time) idempotency.Store {
-		return newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Timeout: slowTimeout})
+		return newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Timeout: redistest.SlowTimeout})
 	})
 }
 
@@ -60,17 +48,14 @@ func TestStoreConformance(t *testing.T) {
 // that does not honour context deadlines, so that every call takes the
 // Store's other path.
 func TestStoreConformanceWithoutGoroutineTimeouts(t *testing.T) {
-	redisServer.Ready(t)
-	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr()})
-	defer client.Close()
+	client := redisServer.ClientWithDefaults(t, false)
 	idempotencytest.Run(t, func(t *testing.T, now func() time.Time) idempotency.Store {
-		return newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Timeout: slowTimeout})
+		return newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Timeout: redistest.SlowTimeout})
 	})
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer client.Close()
+	client := redistest.Unreachable(t)
 	for name, cfg := range map[string]*redisstore.Config{
 		"braces in prefix": {Prefix: "idem:{x}:"},
 		"negative timeout": {Timeout: -time.Second},
@@ -88,8 +73,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 func TestKeysAreHashedAndHashTagged(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer client.Close()
+	client := redistest.Unreachable(t)
 	store := newStore(t, client, nil)
 	seen := map[string]string{}
 	for _, key := range []string{"", "k", "principal\x00key", "principal\x00key\x00", "{k}", "}{", "a}b{c",
@@ -199,7 +183,7 @@ func TestStoreWithAClockAlsoSetsRedisExpiry(t *testing.T) {
 
 func TestStoreReportsACorruptRecord(t *testing.T) {
 	client := redisServer.Client(t)
-	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Timeout: slowTimeout})
+	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Timeout: redistest.SlowTimeout})
 	ctx := context.Background()
 	b, err := store.Begin(ctx, "k", "fp", time.Minute)
 	if err != nil {
@@ -218,11 +202,7 @@ func TestStoreReportsACorruptRecord(t *testing.T) {
 
 func TestStoreFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
 	srv := redistest.Start(t)
-	// A production-like client: default retries and timeouts.
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	const timeout = 100 * time.Millisecond
-	store := newStore(t, client, &redisstore.Config{Timeout: timeout})
+	store := newStore(t, srv.ClientWithDefaults(t, true), &redisstore.Config{Timeout: redistest.OutageTimeout})
 	ctx := context.Background()
 	b, err := store.Begin(ctx, "k", "fp", time.Minute)
 	if err != nil {
@@ -241,77 +221,43 @@ func TestStoreFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
 	}
 	for name, call := range calls {
 		for i := range 3 {
-			start := time.Now()
-			err := call()
-			took := time.Since(start)
-			if err == nil {
-				t.Fatalf("%s %d succeeded with Redis stopped", name, i)
-			}
+			what := fmt.Sprint(name, " ", i)
+			err := redistest.FailsFastWhileStopped(t, what, redistest.OutageTimeout, call)
 			if errors.Is(err, idempotency.ErrLeaseLost) {
-				t.Fatalf("%s %d with Redis stopped: %v; a failure is not a lost lease", name, i, err)
+				t.Fatalf("%s with Redis stopped: %v; a failure is not a lost lease", what, err)
 			}
-			if took > timeout+slack {
-				t.Fatalf("%s %d with Redis stopped took %v (Timeout %v): %v", name, i, took, timeout, err)
-			}
-			t.Logf("%s %d with Redis stopped: %v after %v", name, i, err, took.Round(time.Millisecond))
 		}
 	}
 
-	if err := srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
 	// The restarted server is empty, its script cache too: EVALSHA fails
 	// with NOSCRIPT and the script is sent again.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b, err := store.Begin(ctx, "k", "fp", time.Minute)
-		if err == nil {
-			if b.State != idempotency.Started {
-				t.Fatalf("first Begin after restart: %v, want Started on an empty server", b.State)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer 5s after Restart: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	srv.RestartAndRetry(t, func() (err error) {
+		b, err = store.Begin(ctx, "k", "fp", time.Minute)
+		return err
+	})
+	if b.State != idempotency.Started {
+		t.Fatalf("first Begin after restart: %v, want Started on an empty server", b.State)
 	}
 }
 
 func TestStoreFailsFastWhileRedisHangs(t *testing.T) {
 	srv := redistest.Start(t)
-	const timeout = 100 * time.Millisecond
 	for _, ctxTimeouts := range []bool{true, false} {
-		client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: ctxTimeouts})
-		defer client.Close()
-		store := newStore(t, client, &redisstore.Config{Timeout: timeout})
+		store := newStore(t, srv.ClientWithDefaults(t, ctxTimeouts), &redisstore.Config{Timeout: redistest.OutageTimeout})
 		ctx := context.Background()
 		b, err := store.Begin(ctx, fmt.Sprint("k", ctxTimeouts), "fp", time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.Pause(); err != nil {
-			t.Fatal(err)
-		}
-		for name, call := range map[string]func() error{
-			"Begin":    func() error { _, err := store.Begin(ctx, "k2", "fp", time.Minute); return err },
-			"Complete": func() error { return store.Complete(ctx, "k", b.Token, idempotency.Record{}, time.Hour) },
-			"Abort":    func() error { return store.Abort(ctx, "k", b.Token) },
-		} {
-			start := time.Now()
-			err := call()
-			took := time.Since(start)
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("ContextTimeoutEnabled=%v: %s: err = %v, want one wrapping context.DeadlineExceeded", ctxTimeouts, name, err)
+		srv.WhilePaused(t, func() {
+			for name, call := range map[string]func() error{
+				"Begin":    func() error { _, err := store.Begin(ctx, "k2", "fp", time.Minute); return err },
+				"Complete": func() error { return store.Complete(ctx, "k", b.Token, idempotency.Record{}, time.Hour) },
+				"Abort":    func() error { return store.Abort(ctx, "k", b.Token) },
+			} {
+				redistest.TimesOutWhileHung(t, fmt.Sprintf("ContextTimeoutEnabled=%v: %s", ctxTimeouts, name), redistest.OutageTimeout, call)
 			}
-			if took > timeout+slack {
-				t.Errorf("ContextTimeoutEnabled=%v: %s: hung Redis held the call for %v (Timeout %v)", ctxTimeouts, name, took, timeout)
-			}
-			t.Logf("ContextTimeoutEnabled=%v: %s: %v after %v", ctxTimeouts, name, err, took.Round(time.Millisecond))
-		}
-		if err := srv.Resume(); err != nil {
-			t.Fatal(err)
-		}
+		})
 	}
 }
 
@@ -325,39 +271,14 @@ func TestStoreHonoursTheCallersDeadline(t *testing.T) {
 	}
 }
 
-// countingHook counts the commands a client sends.
-type countingHook struct{ n atomic.Int64 }
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return next(ctx, network, addr)
-	}
-}
-
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
-	}
-}
-
 func TestEveryOperationIsOneRoundTrip(t *testing.T) {
-	redisServer.Ready(t)
-	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	hook := &countingHook{}
+	client := redisServer.ClientWithDefaults(t, true)
+	hook := &redistest.CommandCounter{}
 	client.AddHook(hook)
 	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
 	ctx := context.Background()
 	store.Begin(ctx, "warm-up", "fp", time.Minute) // may load the script: EVALSHA, NOSCRIPT, EVAL
-	before := hook.n.Load()
+	before := hook.Count()
 	for i := range 20 {
 		key := strconv.Itoa(i)
 		b, err := store.Begin(ctx, key, "fp", time.Minute) // Started
@@ -379,7 +300,7 @@ func TestEveryOperationIsOneRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := hook.n.Load() - before; n != 70 {
+	if n := hook.Count() - before; n != 70 {
 		t.Fatalf("70 operations sent %d commands, want 70", n)
 	}
 }
@@ -390,10 +311,7 @@ var benchBody = []byte(strings.Repeat(`{"choices":[{"delta":{"content":"Hello"}}
 var benchHeader = http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_0123456789abcdef"}}
 
 func benchStore(b *testing.B) *redisstore.Store {
-	redisServer.Ready(b)
-	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), ContextTimeoutEnabled: true})
-	b.Cleanup(func() { client.Close() })
-	return newStore(b, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(b), Timeout: slowTimeout})
+	return newStore(b, redisServer.ClientWithDefaults(b, true), &redisstore.Config{Prefix: redisServer.KeyPrefix(b), Timeout: redistest.SlowTimeout})
 }
 
 func BenchmarkRedisBeginComplete(b *testing.B) {

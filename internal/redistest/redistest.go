@@ -6,9 +6,8 @@
 //	var redisServer = redistest.New()
 //
 //	func TestMain(m *testing.M) {
-//		code := m.Run()
+//		m.Run()
 //		redisServer.Close()
-//		os.Exit(code)
 //	}
 //
 //	func TestSomething(t *testing.T) {
@@ -18,9 +17,10 @@
 //	}
 //
 // A test that stops, pauses or restarts Redis gets a server of its own from
-// Start. When redis-server is not installed, tests that need it are skipped,
-// except when the environment variable CI is "true": there they fail, so that
-// a CI job can never pass by skipping.
+// Start, and checks a store's calls against it with FailsFastWhileStopped,
+// TimesOutWhileHung and RestartAndRetry. When redis-server is not installed,
+// tests that need it are skipped, except when the environment variable CI is
+// "true": there they fail, so that a CI job can never pass by skipping.
 package redistest
 
 import (

@@ -69,3 +69,39 @@ func TestKeyPrefixesAreUnique(t *testing.T) {
 		t.Fatalf("two calls returned the same prefix %q", a)
 	}
 }
+
+func TestCommandCounterCountsCommands(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.ClientWithDefaults(t, true)
+	hook := &redistest.CommandCounter{}
+	client.AddHook(hook)
+	ctx := context.Background()
+	if err := client.Ping(ctx).Err(); err != nil { // opens the connection, with commands of its own
+		t.Fatal(err)
+	}
+	before := hook.Count()
+	for range 3 {
+		if err := client.Set(ctx, "a", 1, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := hook.Count() - before; n != 3 {
+		t.Fatalf("3 SETs counted %d commands, want 3", n)
+	}
+}
+
+func TestRestartAndRetryReturnsOnceTheServerAnswers(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.ClientWithDefaults(t, true)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	srv.RestartAndRetry(t, func() error {
+		calls++
+		return client.Ping(context.Background()).Err()
+	})
+	if calls == 0 {
+		t.Fatal("call never made")
+	}
+}

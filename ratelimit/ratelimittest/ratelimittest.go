@@ -16,29 +16,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatekit/gatekit/internal/testclock"
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
-// Clock is a fake clock, safe for concurrent use, that moves only when told.
-type Clock struct {
-	ns atomic.Int64
-}
+// Clock is a fake clock, safe for concurrent use, that moves only when told:
+// c.Now reads it (pass c.Now where a clock is expected), c.Set(t) moves it to
+// t and c.Advance(d) moves it forward by d.
+type Clock = testclock.Clock
 
 // NewClock returns a Clock reading t.
-func NewClock(t time.Time) *Clock {
-	c := &Clock{}
-	c.Set(t)
-	return c
-}
-
-// Now returns the clock's time. Pass c.Now where a clock is expected.
-func (c *Clock) Now() time.Time { return time.Unix(0, c.ns.Load()) }
-
-// Set moves the clock to t.
-func (c *Clock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func NewClock(t time.Time) *Clock { return testclock.New(t) }
 
 // Epoch returns the instant at which Run starts each clock. It is
 // deliberately a quarter of a millisecond past a whole second, so that a store

@@ -16,11 +16,11 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gatekit/gatekit/internal/rediscall"
 	"github.com/gatekit/gatekit/ratelimit"
 	"github.com/gatekit/gatekit/ratelimit/internal/bucket"
 )
@@ -30,7 +30,7 @@ const (
 	// DefaultPrefix starts every key when Config.Prefix is empty.
 	DefaultPrefix = "gatekit:rl:"
 	// DefaultTimeout bounds each decision when Config.Timeout is 0.
-	DefaultTimeout = 100 * time.Millisecond
+	DefaultTimeout = rediscall.DefaultTimeout
 )
 
 // ttlMargin is how long a key outlives the refill of its bucket, to absorb
@@ -62,15 +62,10 @@ type Config struct {
 // concurrent use, and any number of Stores, in any number of processes, may
 // share buckets through one Redis deployment.
 type Store struct {
-	client  redis.UniversalClient
-	script  *redis.Script
-	prefix  string
-	now     func() time.Time
-	timeout time.Duration
-	// honoursDeadlines is true when the client aborts I/O at the context's
-	// deadline (ContextTimeoutEnabled); otherwise each call runs on its own
-	// goroutine so that Timeout still holds.
-	honoursDeadlines bool
+	call   rediscall.Caller
+	script *redis.Script
+	prefix string
+	now    func() time.Time
 }
 
 var _ ratelimit.Limiter = (*Store)(nil)
@@ -91,38 +86,20 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 	if cfg != nil {
 		c = *cfg
 	}
-	if c.Prefix == "" {
-		c.Prefix = DefaultPrefix
+	prefix, err := rediscall.Prefix(c.Prefix, DefaultPrefix)
+	if err != nil {
+		return nil, err
 	}
-	if strings.ContainsAny(c.Prefix, "{}") {
-		return nil, fmt.Errorf("redisstore: Prefix %q contains '{' or '}'", c.Prefix)
-	}
-	if c.Timeout < 0 {
-		return nil, fmt.Errorf("redisstore: negative Timeout %v", c.Timeout)
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
+	call, err := rediscall.New(client, c.Timeout)
+	if err != nil {
+		return nil, err
 	}
 	return &Store{
-		client:           client,
-		script:           redis.NewScript(bucketLua),
-		prefix:           c.Prefix,
-		now:              c.Now,
-		timeout:          c.Timeout,
-		honoursDeadlines: honoursDeadlines(client),
+		call:   call,
+		script: redis.NewScript(bucketLua),
+		prefix: prefix,
+		now:    c.Now,
 	}, nil
-}
-
-func honoursDeadlines(client redis.UniversalClient) bool {
-	switch c := client.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
-	}
-	return false
 }
 
 // Allow implements ratelimit.Limiter.Allow.
@@ -152,16 +129,9 @@ func (s *Store) decide(ctx context.Context, op, key string, p ratelimit.Policy, 
 	if s.now != nil {
 		now = s.now().UnixMilli()
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	res, err := s.run(ctx, []string{s.Key(key)}, op, n, prm.Unit, prm.Rate, prm.Burst, now, ttlMargin)
+	res, err := s.call.Int64s(ctx, op, s.script, []string{s.Key(key)}, op, n, prm.Unit, prm.Rate, prm.Burst, now, ttlMargin)
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
-			// go-redis reports a deadline met during I/O as a network
-			// timeout; say which deadline it was.
-			return ratelimit.Decision{}, fmt.Errorf("redisstore: %s: %w: %w", op, ctxErr, err)
-		}
-		return ratelimit.Decision{}, fmt.Errorf("redisstore: %s: %w", op, err)
+		return ratelimit.Decision{}, err
 	}
 	if len(res) != 4 {
 		return ratelimit.Decision{}, fmt.Errorf("redisstore: %s: script returned %d values, want 4", op, len(res))
@@ -173,27 +143,4 @@ func (s *Store) decide(ctx context.Context, op, key string, p ratelimit.Policy, 
 		ResetAfter: time.Duration(res[2]) * time.Millisecond,
 		RetryAfter: time.Duration(res[3]) * time.Millisecond,
 	}, nil
-}
-
-// run runs the script (EVALSHA, then EVAL if Redis does not have it cached)
-// and returns by ctx's deadline at the latest.
-func (s *Store) run(ctx context.Context, keys []string, args ...any) ([]int64, error) {
-	if s.honoursDeadlines {
-		return s.script.Run(ctx, s.client, keys, args...).Int64Slice()
-	}
-	type result struct {
-		v   []int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		v, err := s.script.Run(ctx, s.client, keys, args...).Int64Slice()
-		done <- result{v, err}
-	}()
-	select {
-	case r := <-done:
-		return r.v, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,19 +24,9 @@ import (
 var redisServer = redistest.New()
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	m.Run()
 	redisServer.Close()
-	os.Exit(code)
 }
-
-// slowTimeout is the Timeout of tests that are not about timeouts: long
-// enough for a loaded CI machine.
-const slowTimeout = 5 * time.Second
-
-// slack is how much later than its Timeout a call to a dead or hung Redis
-// may return: scheduling delay, not waiting on Redis (go-redis's own
-// timeouts are seconds).
-const slack = 200 * time.Millisecond
 
 func newStore(tb testing.TB, client redis.UniversalClient, cfg *redisstore.Config) *redisstore.Store {
 	tb.Helper()
@@ -52,13 +40,12 @@ func newStore(tb testing.TB, client redis.UniversalClient, cfg *redisstore.Confi
 func TestStoreConformance(t *testing.T) {
 	client := redisServer.Client(t)
 	ratelimittest.Run(t, func(t *testing.T, now func() time.Time) ratelimit.Limiter {
-		return newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Timeout: slowTimeout})
+		return newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Timeout: redistest.SlowTimeout})
 	})
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer client.Close()
+	client := redistest.Unreachable(t)
 	for name, cfg := range map[string]*redisstore.Config{
 		"braces in prefix": {Prefix: "rl:{x}:"},
 		"negative timeout": {Timeout: -time.Second},
@@ -82,7 +69,7 @@ func TestStoreMatchesMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := newStore(t, redisServer.Client(t), &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: clock.Now, Timeout: slowTimeout})
+	store := newStore(t, redisServer.Client(t), &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: clock.Now, Timeout: redistest.SlowTimeout})
 	policies := []ratelimit.Policy{
 		ratelimit.PerSecond(10),
 		ratelimit.PerMinute(60).WithBurst(10),
@@ -185,8 +172,7 @@ func TestStoreUsesRedisClockAndExpiresKeys(t *testing.T) {
 }
 
 func TestStoreKeysUseHashTags(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer client.Close()
+	client := redistest.Unreachable(t)
 	store := newStore(t, client, nil)
 	if got, want := store.Key("user_42:/v1/chat"), "gatekit:rl:{user_42:/v1/chat}"; got != want {
 		t.Fatalf("Key = %q, want %q", got, want)
@@ -210,7 +196,7 @@ func TestRedisExactAcrossInstances(t *testing.T) {
 			wg.Go(func() { client.Ping(ctx) })
 		}
 		wg.Wait()
-		stores = append(stores, newStore(t, client, &redisstore.Config{Timeout: slowTimeout}))
+		stores = append(stores, newStore(t, client, &redisstore.Config{Timeout: redistest.SlowTimeout}))
 	}
 	admin := redisServer.Client(t)
 
@@ -258,9 +244,12 @@ func TestRedisExactAcrossInstances(t *testing.T) {
 	}
 	afterLast := now()
 
-	// Units granted over an interval: the burst plus the refill.
+	// Units granted over an interval: the burst plus the refill. The script
+	// counts whole milliseconds of Redis's clock, so the first decision may
+	// be dated up to the start of the millisecond it happened in.
 	granted := func(d time.Duration) float64 { return float64(p.Burst) + float64(p.Limit)*d.Seconds() }
-	most, least := granted(afterLast.Sub(beforeFirst)), granted(beforeLast.Sub(afterFirst))
+	most := granted(afterLast.Sub(beforeFirst.Truncate(time.Millisecond)))
+	least := granted(beforeLast.Truncate(time.Millisecond).Sub(afterFirst))
 	got := allowed.Load()
 	t.Logf("%d instances x %d goroutines: %d allowed in %v (Redis clock), %d left unclaimed; burst + rate*elapsed = %.2f",
 		instances, goroutines, got, afterLast.Sub(beforeFirst), last.Remaining, most)
@@ -277,11 +266,7 @@ func TestRedisExactAcrossInstances(t *testing.T) {
 
 func TestStoreFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
 	srv := redistest.Start(t)
-	// A production-like client: default retries and timeouts.
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	const timeout = 100 * time.Millisecond
-	store := newStore(t, client, &redisstore.Config{Timeout: timeout})
+	store := newStore(t, srv.ClientWithDefaults(t, true), &redisstore.Config{Timeout: redistest.OutageTimeout})
 	ctx := context.Background()
 	p := ratelimit.PerSecond(100)
 	if _, err := store.Allow(ctx, "k", p, 1); err != nil {
@@ -292,67 +277,39 @@ func TestStoreFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		start := time.Now()
-		_, err := store.Allow(ctx, "k", p, 1)
-		took := time.Since(start)
-		if err == nil {
-			t.Fatalf("call %d succeeded with Redis stopped", i)
-		}
-		if took > timeout+slack {
-			t.Fatalf("call %d with Redis stopped took %v (Timeout %v): %v", i, took, timeout, err)
-		}
-		t.Logf("call %d with Redis stopped: %v after %v", i, err, took.Round(time.Millisecond))
+		redistest.FailsFastWhileStopped(t, fmt.Sprint("call ", i), redistest.OutageTimeout, func() error {
+			_, err := store.Allow(ctx, "k", p, 1)
+			return err
+		})
 	}
 
-	if err := srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
 	// The restarted server has an empty script cache too: EVALSHA fails
 	// with NOSCRIPT and the script is sent again.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		d, err := store.Allow(ctx, "k", p, 1)
-		if err == nil {
-			if !d.Allowed || d.Remaining != 99 {
-				t.Fatalf("first decision after restart: %+v, want a full bucket", d)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no decision 5s after Restart: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var d ratelimit.Decision
+	srv.RestartAndRetry(t, func() (err error) {
+		d, err = store.Allow(ctx, "k", p, 1)
+		return err
+	})
+	if !d.Allowed || d.Remaining != 99 {
+		t.Fatalf("first decision after restart: %+v, want a full bucket", d)
 	}
 }
 
 func TestStoreFailsFastWhileRedisHangs(t *testing.T) {
 	srv := redistest.Start(t)
-	const timeout = 100 * time.Millisecond
 	for _, ctxTimeouts := range []bool{true, false} {
-		client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: ctxTimeouts})
-		defer client.Close()
-		store := newStore(t, client, &redisstore.Config{Timeout: timeout})
+		store := newStore(t, srv.ClientWithDefaults(t, ctxTimeouts), &redisstore.Config{Timeout: redistest.OutageTimeout})
 		ctx := context.Background()
 		p := ratelimit.PerSecond(100)
 		if _, err := store.Allow(ctx, "k", p, 1); err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.Pause(); err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		_, err := store.Allow(ctx, "k", p, 1)
-		took := time.Since(start)
-		if err := srv.Resume(); err != nil {
-			t.Fatal(err)
-		}
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("ContextTimeoutEnabled=%v: err = %v, want one wrapping context.DeadlineExceeded", ctxTimeouts, err)
-		}
-		if took > timeout+slack {
-			t.Errorf("ContextTimeoutEnabled=%v: hung Redis held the call for %v (Timeout %v)", ctxTimeouts, took, timeout)
-		}
-		t.Logf("ContextTimeoutEnabled=%v: %v after %v", ctxTimeouts, err, took.Round(time.Millisecond))
+		srv.WhilePaused(t, func() {
+			redistest.TimesOutWhileHung(t, fmt.Sprintf("ContextTimeoutEnabled=%v", ctxTimeouts), redistest.OutageTimeout, func() error {
+				_, err := store.Allow(ctx, "k", p, 1)
+				return err
+			})
+		})
 	}
 }
 
@@ -366,40 +323,15 @@ func TestStoreHonoursTheCallersDeadline(t *testing.T) {
 	}
 }
 
-// countingHook counts the commands a client sends.
-type countingHook struct{ n atomic.Int64 }
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return next(ctx, network, addr)
-	}
-}
-
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
-	}
-}
-
 func TestStoreDecidesInOneRoundTrip(t *testing.T) {
-	redisServer.Ready(t)
-	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	hook := &countingHook{}
+	client := redisServer.ClientWithDefaults(t, true)
+	hook := &redistest.CommandCounter{}
 	client.AddHook(hook)
 	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
 	ctx := context.Background()
 	p := ratelimit.PerMinute(100)
 	store.Allow(ctx, "k", p, 1) // may load the script: EVALSHA, NOSCRIPT, EVAL
-	before := hook.n.Load()
+	before := hook.Count()
 	for range 50 {
 		if _, err := store.Allow(ctx, "k", p, 1); err != nil {
 			t.Fatal(err)
@@ -408,16 +340,14 @@ func TestStoreDecidesInOneRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := hook.n.Load() - before; n != 100 {
+	if n := hook.Count() - before; n != 100 {
 		t.Fatalf("100 decisions sent %d commands, want 100", n)
 	}
 }
 
 func BenchmarkRedisAllow(b *testing.B) {
-	redisServer.Ready(b)
-	client := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	store := newStore(b, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(b), Timeout: slowTimeout})
+	client := redisServer.ClientWithDefaults(b, true)
+	store := newStore(b, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(b), Timeout: redistest.SlowTimeout})
 	ctx := context.Background()
 	p := ratelimit.PerSecond(1_000_000)
 	keys := make([]string, 1024)

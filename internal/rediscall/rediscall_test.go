@@ -1,0 +1,59 @@
+package rediscall
+
+import (
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestCallerKnowsWhichClientsHonourDeadlines(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		client redis.UniversalClient
+		want   bool
+	}{
+		{"Client", redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true}), true},
+		{"Client without", redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), false},
+		{"ClusterClient", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true}), true},
+		{"ClusterClient without", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}}), false},
+		{"Ring", redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, ContextTimeoutEnabled: true}), true},
+		{"Ring without", redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}}), false},
+	} {
+		call, err := New(c.client, 0)
+		c.client.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if call.honoursDeadlines != c.want {
+			t.Errorf("%s: honoursDeadlines = %v, want %v", c.name, call.honoursDeadlines, c.want)
+		}
+		if call.timeout != DefaultTimeout {
+			t.Errorf("%s: Timeout 0 gave %v, want DefaultTimeout", c.name, call.timeout)
+		}
+	}
+}
+
+func TestNewRejectsANilClientAndANegativeTimeout(t *testing.T) {
+	if _, err := New(nil, 0); err == nil {
+		t.Error("New accepted a nil client")
+	}
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer client.Close()
+	if _, err := New(client, -1); err == nil {
+		t.Error("New accepted a negative Timeout")
+	}
+}
+
+func TestPrefixDefaultsAndRejectsBraces(t *testing.T) {
+	if p, err := Prefix("", "def:"); p != "def:" || err != nil {
+		t.Errorf(`Prefix("", "def:") = %q, %v; want the default`, p, err)
+	}
+	if p, err := Prefix("mine:", "def:"); p != "mine:" || err != nil {
+		t.Errorf(`Prefix("mine:", "def:") = %q, %v`, p, err)
+	}
+	for _, p := range []string{"a{b", "a}b", "{x}:"} {
+		if _, err := Prefix(p, "def:"); err == nil {
+			t.Errorf("Prefix(%q) accepted braces", p)
+		}
+	}
+}
