@@ -1,0 +1,121 @@
+package bench_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/gatekit/gatekit/bench"
+)
+
+// suite is shared by the tests and benchmarks of this package, so that the
+// key sets are built once and one redis-server serves every Redis scenario.
+var suite *bench.Suite
+
+func TestMain(m *testing.M) {
+	suite = bench.NewSuite()
+	code := m.Run()
+	suite.Close()
+	os.Exit(code)
+}
+
+// setup builds sc for n keys, skipping when it needs a missing redis-server.
+func setup(tb testing.TB, sc bench.Scenario, n int) *bench.Env {
+	tb.Helper()
+	env, err := suite.Setup(sc, n)
+	if errors.Is(err, bench.ErrNoRedis) {
+		tb.Skip(err)
+	}
+	if err != nil {
+		tb.Fatalf("%s: %v", sc.Name, err)
+	}
+	tb.Cleanup(env.Release)
+	return env
+}
+
+// TestEveryScenarioAnswersAsItShould checks what the benchmarks take for
+// granted: each contestant answers the status it is measured on and sets
+// the headers it is credited with.
+func TestEveryScenarioAnswersAsItShould(t *testing.T) {
+	for _, sc := range bench.Scenarios() {
+		t.Run(sc.Name, func(t *testing.T) {
+			env := setup(t, sc, 16)
+			if err := env.Check(sc.Header); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestGatekitRedisStoreMakesOneRoundTripPerDecision counts the writes on
+// the store's connections and the EVAL/EVALSHA calls Redis saw.
+func TestGatekitRedisStoreMakesOneRoundTripPerDecision(t *testing.T) {
+	for _, sc := range bench.Scenarios() {
+		if sc.Name != "redis-store-gatekit" && sc.Name != "redis-gatekit" {
+			continue
+		}
+		t.Run(sc.Name, func(t *testing.T) {
+			env := setup(t, sc, 64)
+			const n = 500
+			before := env.Counters()
+			w := bench.NewDiscardWriter()
+			for i := range n {
+				if env.Direct != nil {
+					if err := env.Direct(context.Background(), i%64); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				w.Reset()
+				env.Handler.ServeHTTP(w, env.Keys.Requests[i%64])
+				if w.Status != env.Want {
+					t.Fatalf("status %d", w.Status)
+				}
+			}
+			after := env.Counters()
+			for _, unit := range []string{"rt/op", "evals/op"} {
+				if got := after[unit] - before[unit]; got != n {
+					t.Errorf("%s: %d for %d decisions, want exactly one each", unit, got, n)
+				}
+			}
+		})
+	}
+}
+
+func benchmarkScenarios(b *testing.B, redis bool) {
+	for _, sc := range bench.Scenarios() {
+		if sc.Redis != redis {
+			continue
+		}
+		for _, n := range bench.KeyCounts {
+			// b.Run calls its function more than once: set up on the first
+			// call only (so that a -bench filter skips the setup too), and
+			// release once b.Run is done.
+			var env *bench.Env
+			b.Run(fmt.Sprintf("%s/keys=%d", sc.Name, n), func(b *testing.B) {
+				if env == nil {
+					var err error
+					if env, err = suite.Setup(sc, n); errors.Is(err, bench.ErrNoRedis) {
+						b.Skip(err)
+					} else if err != nil {
+						b.Fatalf("%s: %v", sc.Name, err)
+					}
+				}
+				bench.Run(b, env)
+			})
+			if env != nil {
+				env.Release()
+			}
+		}
+	}
+}
+
+// BenchmarkMemory runs the in-process scenarios: bare Echo, gatekit, and
+// the memory-store peers.
+func BenchmarkMemory(b *testing.B) { benchmarkScenarios(b, false) }
+
+// BenchmarkRedis runs gatekit's redisstore and redis_rate against one
+// redis-server, RedisInFlight requests in flight.
+func BenchmarkRedis(b *testing.B) { benchmarkScenarios(b, true) }
