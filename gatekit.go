@@ -59,15 +59,19 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, err
 	}
-	requestID, err := middleware.DefaultRequestIDConfig.ToMiddleware()
+	requestID, err := middleware.DefaultRequestIDConfig.ToStep()
 	if err != nil {
 		return nil, err
 	}
-	bodyLimit, err := middleware.BodyLimitConfig{LimitFor: g.limits.limitFor}.ToMiddleware()
+	bodyLimit, err := middleware.BodyLimitConfig{LimitFor: g.limits.limitFor}.ToStep()
 	if err != nil {
 		return nil, fmt.Errorf("gatekit: %w", err)
 	}
-	chain := []echo.MiddlewareFunc{requestID, middleware.Recover(), bodyLimit}
+	recovery, err := middleware.DefaultRecoverConfig.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	chain := []middleware.Step{requestID, recovery, bodyLimit}
 
 	if cfg.Metrics != nil {
 		if g.metrics, err = middleware.NewMetrics(cfg.Metrics, nil); err != nil {
@@ -81,7 +85,7 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		}
 	}
 	if g.keys != nil {
-		auth, err := middleware.AuthConfig{Keys: g.keys, Headers: cfg.Auth.Headers, Skipper: authSkipper(cfg.Auth.Paths)}.ToMiddleware()
+		auth, err := middleware.AuthConfig{Keys: g.keys, Headers: cfg.Auth.Headers, Skipper: authSkipper(cfg.Auth.Paths)}.ToStep()
 		if err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)
 		}
@@ -102,7 +106,7 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 			Fail:      fail,
 			Metrics:   g.metrics,
 			Logger:    cfg.Logger,
-		}.ToMiddleware()
+		}.ToStep()
 		if err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)
 		}
@@ -128,13 +132,17 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	e.HTTPErrorHandler = handler
 	e.Binder = middleware.NewBinder()
 	e.Validator = middleware.NewValidator()
-	e.Use(chain...)
+	mw, err := middleware.Chain(chain...)
+	if err != nil {
+		return nil, fmt.Errorf("gatekit: %w", err)
+	}
+	e.Use(mw)
 	return g, nil
 }
 
 // budgetMiddleware builds the budget middleware of cfg, with a memory
 // ledger unless cfg.Ledger is set.
-func (g *Gate) budgetMiddleware(cfg Config) (echo.MiddlewareFunc, error) {
+func (g *Gate) budgetMiddleware(cfg Config) (middleware.Step, error) {
 	g.ledger = cfg.Ledger
 	if g.ledger == nil {
 		loc, err := loadLocation(cfg.Budgets.TimeZone)
@@ -159,7 +167,7 @@ func (g *Gate) budgetMiddleware(cfg Config) (echo.MiddlewareFunc, error) {
 		Fail:      fail,
 		Metrics:   g.metrics,
 		Logger:    cfg.Logger,
-	}.ToMiddleware()
+	}.ToStep()
 	if err != nil {
 		return nil, fmt.Errorf("gatekit: %w", err)
 	}
@@ -168,7 +176,7 @@ func (g *Gate) budgetMiddleware(cfg Config) (echo.MiddlewareFunc, error) {
 
 // idempotencyMiddleware builds the idempotency middleware of cfg, on its
 // routes only, with a memory store unless cfg.IdempotencyStore is set.
-func (g *Gate) idempotencyMiddleware(cfg Config) (echo.MiddlewareFunc, error) {
+func (g *Gate) idempotencyMiddleware(cfg Config) (middleware.Step, error) {
 	g.idem = cfg.IdempotencyStore
 	if g.idem == nil {
 		var err error
@@ -195,7 +203,7 @@ func (g *Gate) idempotencyMiddleware(cfg Config) (echo.MiddlewareFunc, error) {
 		MaxBodyBytes: int(cfg.Idempotency.MaxBody),
 		Fail:         fail,
 		Logger:       cfg.Logger,
-	}.ToMiddleware()
+	}.ToStep()
 	if err != nil {
 		return nil, fmt.Errorf("gatekit: %w", err)
 	}

@@ -98,15 +98,23 @@ func gatekitEcho(mws ...echo.MiddlewareFunc) (*echo.Echo, error) {
 	return e, nil
 }
 
-// setupGatekitAuth is Auth alone: the baseline that gatekit-auth-ratelimit
-// is read against, since Auth is the only exported way to give a request a
-// principal.
+// setupGatekitAuth is Auth alone, in a Chain as Mount runs it: the
+// baseline that gatekit-auth-ratelimit is read against, since Auth is the
+// only exported way to give a request a principal.
 func setupGatekitAuth(_ *Suite, keys *Keys) (*Env, error) {
 	sk, err := staticKeys(keys, middleware.Limits{})
 	if err != nil {
 		return nil, err
 	}
-	e, err := gatekitEcho(middleware.Auth(sk))
+	auth, err := middleware.AuthConfig{Keys: sk}.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	chain, err := middleware.Chain(auth)
+	if err != nil {
+		return nil, err
+	}
+	e, err := gatekitEcho(chain)
 	if err != nil {
 		return nil, err
 	}
@@ -121,11 +129,19 @@ func rateLimited(keys *Keys, limiter ratelimit.Limiter) ([]echo.MiddlewareFunc, 
 	if err != nil {
 		return nil, err
 	}
-	limit, err := middleware.RateLimitConfig{Limiter: limiter, Logger: discardLogger()}.ToMiddleware()
+	auth, err := middleware.AuthConfig{Keys: sk}.ToStep()
 	if err != nil {
 		return nil, err
 	}
-	return []echo.MiddlewareFunc{middleware.Auth(sk), limit}, nil
+	limit, err := middleware.RateLimitConfig{Limiter: limiter, Logger: discardLogger()}.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	chain, err := middleware.Chain(auth, limit)
+	if err != nil {
+		return nil, err
+	}
+	return []echo.MiddlewareFunc{chain}, nil
 }
 
 func setupGatekitAuthRateLimit(_ *Suite, keys *Keys) (*Env, error) {

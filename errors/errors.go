@@ -159,11 +159,7 @@ func Milliseconds(d time.Duration) int64 {
 
 // As returns the *Error in err's chain, if there is one.
 func As(err error) (*Error, bool) {
-	var e *Error
-	if stderrors.As(err, &e) {
-		return e, true
-	}
-	return nil, false
+	return stderrors.AsType[*Error](err)
 }
 
 // HasCode reports whether err's chain holds an *Error with code.

@@ -113,7 +113,10 @@ func ParseKeyDigest(s string) ([sha256.Size]byte, error) {
 // Lookup hashes key and finds its principal, comparing digests in
 // constant time.
 func (s *StaticKeys) Lookup(_ context.Context, key string) (*Principal, bool, error) {
-	d := sha256.Sum256([]byte(key))
+	// Hashing from a stack buffer keeps keys of up to 128 bytes off the
+	// heap; the conversion would allocate for any key over 32.
+	var buf [128]byte
+	d := sha256.Sum256(append(buf[:0], key...))
 	var found *Principal
 	for _, k := range s.byIndex[digestIndex(d)] {
 		if subtle.ConstantTimeCompare(k.digest[:], d[:]) == 1 {
@@ -160,6 +163,15 @@ func AuthWithConfig(cfg AuthConfig) (echo.MiddlewareFunc, error) {
 // ToMiddleware builds the middleware described by cfg; it fails without a
 // KeyStore.
 func (cfg AuthConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	s, err := cfg.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	return stepMiddleware(s), nil
+}
+
+// ToStep builds the middleware described by cfg as a Step for [Chain].
+func (cfg AuthConfig) ToStep() (Step, error) {
 	if cfg.Keys == nil {
 		return nil, fmt.Errorf("auth: a KeyStore is required")
 	}
@@ -173,25 +185,23 @@ func (cfg AuthConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 	for i, h := range cfg.Headers {
 		headers[i] = http.CanonicalHeaderKey(h)
 	}
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			if cfg.Skipper(c) {
-				return next(c)
-			}
-			key := apiKey(c.Request().Header, headers)
-			if key == "" {
-				return apierrors.MissingAPIKey()
-			}
-			p, ok, err := cfg.Keys.Lookup(c.Request().Context(), key)
-			if err != nil {
-				return apierrors.ServiceUnavailable(0).WithCause(fmt.Errorf("auth: key store: %w", err))
-			}
-			if !ok {
-				return apierrors.InvalidAPIKey()
-			}
-			state(c).principal = p
+	return func(c echo.Context, next echo.HandlerFunc) error {
+		if cfg.Skipper(c) {
 			return next(c)
 		}
+		key := apiKey(c.Request().Header, headers)
+		if key == "" {
+			return apierrors.MissingAPIKey()
+		}
+		p, ok, err := cfg.Keys.Lookup(c.Request().Context(), key)
+		if err != nil {
+			return apierrors.ServiceUnavailable(0).WithCause(fmt.Errorf("auth: key store: %w", err))
+		}
+		if !ok {
+			return apierrors.InvalidAPIKey()
+		}
+		state(c).principal = p
+		return next(c)
 	}, nil
 }
 

@@ -46,30 +46,37 @@ func BodyLimitWithConfig(cfg BodyLimitConfig) (echo.MiddlewareFunc, error) {
 // ToMiddleware builds the middleware described by cfg; it fails when
 // neither a positive Limit nor LimitFor is given.
 func (cfg BodyLimitConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	s, err := cfg.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	return stepMiddleware(s), nil
+}
+
+// ToStep builds the middleware described by cfg as a Step for [Chain].
+func (cfg BodyLimitConfig) ToStep() (Step, error) {
 	if cfg.Limit <= 0 && cfg.LimitFor == nil {
 		return nil, fmt.Errorf("body limit: Limit must be positive, got %d", cfg.Limit)
 	}
 	if cfg.Skipper == nil {
 		cfg.Skipper = middleware.DefaultSkipper
 	}
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			if cfg.Skipper(c) {
-				return next(c)
-			}
-			limit := cfg.Limit
-			if cfg.LimitFor != nil {
-				if l := cfg.LimitFor(c); l < 0 {
-					return next(c)
-				} else if l > 0 {
-					limit = l
-				}
-			}
-			if limit <= 0 {
-				return next(c)
-			}
-			return limitBody(c, next, limit)
+	return func(c echo.Context, next echo.HandlerFunc) error {
+		if cfg.Skipper(c) {
+			return next(c)
 		}
+		limit := cfg.Limit
+		if cfg.LimitFor != nil {
+			if l := cfg.LimitFor(c); l < 0 {
+				return next(c)
+			} else if l > 0 {
+				limit = l
+			}
+		}
+		if limit <= 0 {
+			return next(c)
+		}
+		return limitBody(c, next, limit)
 	}, nil
 }
 
@@ -82,7 +89,13 @@ func limitBody(c echo.Context, next echo.HandlerFunc, limit int64) error {
 	if req.Body == nil || req.Body == http.NoBody {
 		return next(c)
 	}
-	lr := &limitedBody{rc: req.Body, left: limit, limit: limit}
+	var lr *limitedBody
+	if cc, ok := c.(*chainContext); ok {
+		lr = &cc.state.body
+	} else {
+		lr = new(limitedBody)
+	}
+	*lr = limitedBody{rc: req.Body, left: limit, limit: limit}
 	req.Body = lr
 	err := next(c)
 	if lr.exceeded && err != nil {

@@ -79,6 +79,15 @@ func BudgetWithConfig(cfg BudgetConfig) (echo.MiddlewareFunc, error) {
 // ToMiddleware builds the middleware described by cfg; it fails when a
 // required field is missing.
 func (cfg BudgetConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	s, err := cfg.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	return stepMiddleware(s), nil
+}
+
+// ToStep builds the middleware described by cfg as a Step for [Chain].
+func (cfg BudgetConfig) ToStep() (Step, error) {
 	switch {
 	case cfg.Ledger == nil:
 		return nil, fmt.Errorf("budget: a Ledger is required")
@@ -96,13 +105,11 @@ func (cfg BudgetConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 		cfg.Logger = slog.Default()
 	}
 	b := &budgeter{cfg: cfg}
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			if cfg.Skipper(c) {
-				return next(c)
-			}
-			return b.serve(c, next)
+	return func(c echo.Context, next echo.HandlerFunc) error {
+		if cfg.Skipper(c) {
+			return next(c)
 		}
+		return b.serve(c, next)
 	}, nil
 }
 

@@ -70,6 +70,15 @@ func IdempotencyWithConfig(cfg IdempotencyConfig) (echo.MiddlewareFunc, error) {
 // ToMiddleware builds the middleware described by cfg; it fails without a
 // Store.
 func (cfg IdempotencyConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	s, err := cfg.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	return stepMiddleware(s), nil
+}
+
+// ToStep builds the middleware described by cfg as a Step for [Chain].
+func (cfg IdempotencyConfig) ToStep() (Step, error) {
 	if cfg.Store == nil {
 		return nil, fmt.Errorf("idempotency: a Store is required")
 	}
@@ -88,14 +97,12 @@ func (cfg IdempotencyConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			key := c.Request().Header.Get(HeaderIdempotencyKey)
-			if key == "" || cfg.Skipper(c) {
-				return next(c)
-			}
-			return cfg.serve(c, next, key)
+	return func(c echo.Context, next echo.HandlerFunc) error {
+		key := c.Request().Header.Get(HeaderIdempotencyKey)
+		if key == "" || cfg.Skipper(c) {
+			return next(c)
 		}
+		return cfg.serve(c, next, key)
 	}, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -81,6 +83,15 @@ func RateLimitWithConfig(cfg RateLimitConfig) (echo.MiddlewareFunc, error) {
 // ToMiddleware builds the middleware described by cfg; it fails without a
 // Limiter.
 func (cfg RateLimitConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	s, err := cfg.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	return stepMiddleware(s), nil
+}
+
+// ToStep builds the middleware described by cfg as a Step for [Chain].
+func (cfg RateLimitConfig) ToStep() (Step, error) {
 	if cfg.Limiter == nil {
 		return nil, fmt.Errorf("rate limit: a Limiter is required")
 	}
@@ -94,18 +105,47 @@ func (cfg RateLimitConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 		cfg.Logger = slog.Default()
 	}
 	rl := &rateLimiter{cfg: cfg}
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			if cfg.Skipper(c) {
-				return next(c)
-			}
-			return rl.serve(c, next)
+	return func(c echo.Context, next echo.HandlerFunc) error {
+		if cfg.Skipper(c) {
+			return next(c)
 		}
+		return rl.serve(c, next)
 	}, nil
 }
 
 type rateLimiter struct {
 	cfg RateLimitConfig
+
+	mu   sync.RWMutex
+	keys map[keyOf][2]string
+}
+
+// keyOf names a principal's buckets on a route.
+type keyOf struct{ id, method, route string }
+
+// maxCachedKeys bounds the cache of bucket keys: principals x routes.
+const maxCachedKeys = 1 << 16
+
+// keysFor returns the request and token bucket keys of a principal on a
+// route, built once and then cached, so a request allocates none.
+func (rl *rateLimiter) keysFor(id, method, route string) [2]string {
+	k := keyOf{id, method, route}
+	rl.mu.RLock()
+	keys, ok := rl.keys[k]
+	rl.mu.RUnlock()
+	if ok {
+		return keys
+	}
+	keys = [2]string{LimitKey(id, method, route, false), LimitKey(id, method, route, true)}
+	rl.mu.Lock()
+	if rl.keys == nil {
+		rl.keys = map[keyOf][2]string{}
+	}
+	if len(rl.keys) < maxCachedKeys {
+		rl.keys[k] = keys
+	}
+	rl.mu.Unlock()
+	return keys
 }
 
 // serve runs one request through its limits.
@@ -121,12 +161,12 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	route := c.Path()
 	method := c.Request().Method
 	ctx := c.Request().Context()
+	keys := rl.keysFor(p.ID, method, route)
 
 	var reqOut, tokOut ratelimit.Outcome
 	var reqPtr, tokPtr *ratelimit.Outcome
 	if lim.Requests != nil {
-		key := LimitKey(p.ID, method, route, false)
-		d, ok, err := rl.decide(ctx, method, route, "requests", key, *lim.Requests, 1)
+		d, ok, err := rl.decide(ctx, method, route, "requests", keys[0], *lim.Requests, 1)
 		if err != nil {
 			return err
 		}
@@ -134,9 +174,8 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 			reqOut, reqPtr = ratelimit.Outcome{Policy: *lim.Requests, Decision: d}, &reqOut
 		}
 	}
-	tokKey := ""
+	tokKey := keys[1]
 	if lim.Tokens != nil {
-		tokKey = LimitKey(p.ID, method, route, true)
 		d, ok, err := rl.decide(ctx, method, route, "tokens", tokKey, *lim.Tokens, 0)
 		if err != nil {
 			return err
@@ -145,7 +184,11 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 			tokOut, tokPtr = ratelimit.Outcome{Policy: *lim.Tokens, Decision: d}, &tokOut
 		}
 	}
-	ratelimit.SetHeaders(c.Response().Header(), reqPtr, tokPtr)
+	if cc, ok := c.(*chainContext); ok {
+		ratelimit.SetHeadersScratch(c.Response().Header(), reqPtr, tokPtr, cc.state.headers[:])
+	} else {
+		ratelimit.SetHeaders(c.Response().Header(), reqPtr, tokPtr)
+	}
 	denied := (reqPtr != nil && !reqOut.Decision.Allowed) || (tokPtr != nil && !tokOut.Decision.Allowed)
 	if denied && rl.cfg.Metrics != nil {
 		rl.cfg.Metrics.deniedPrincipal(p.ID)
@@ -176,9 +219,12 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 // decide asks the limiter. On store failure it reports ok == false to fail
 // open, or returns a 503 to fail closed.
 func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key string, p ratelimit.Policy, n int64) (d ratelimit.Decision, ok bool, err error) {
-	start := time.Now()
-	d, err = rl.cfg.Limiter.Allow(ctx, key, p, n)
 	m := rl.cfg.Metrics
+	var start time.Time
+	if m != nil {
+		start = time.Now()
+	}
+	d, err = rl.cfg.Limiter.Allow(ctx, key, p, n)
 	if m != nil {
 		m.observeStore(time.Since(start), err)
 	}
@@ -218,8 +264,19 @@ func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, p 
 // denialMessage tells the client which limit it hit, by principal id
 // (never the key), and when to come back.
 func denialMessage(p *Principal, limit string, o ratelimit.Outcome) string {
-	return fmt.Sprintf("Rate limit reached for %s on %s: limit %d per %s. Please try again in %s.",
-		p.ID, limit, o.Policy.Limit, windowName(o.Policy.Window), time.Duration(apierrors.Seconds(o.Decision.RetryAfter))*time.Second)
+	var buf [160]byte
+	b := append(buf[:0], "Rate limit reached for "...)
+	b = append(b, p.ID...)
+	b = append(b, " on "...)
+	b = append(b, limit...)
+	b = append(b, ": limit "...)
+	b = strconv.AppendInt(b, o.Policy.Limit, 10)
+	b = append(b, " per "...)
+	b = append(b, windowName(o.Policy.Window)...)
+	b = append(b, ". Please try again in "...)
+	b = strconv.AppendInt(b, apierrors.Seconds(o.Decision.RetryAfter), 10)
+	b = append(b, "s."...)
+	return string(b)
 }
 
 // windowName writes a window as people say it: "minute", or "1m30s".

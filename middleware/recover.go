@@ -61,30 +61,37 @@ func RecoverWithConfig(cfg RecoverConfig) (echo.MiddlewareFunc, error) {
 
 // ToMiddleware builds the middleware described by cfg.
 func (cfg RecoverConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	s, err := cfg.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	return stepMiddleware(s), nil
+}
+
+// ToStep builds the middleware described by cfg as a Step for [Chain].
+func (cfg RecoverConfig) ToStep() (Step, error) {
 	if cfg.Skipper == nil {
 		cfg.Skipper = middleware.DefaultSkipper
 	}
 	if cfg.StackSize <= 0 {
 		cfg.StackSize = DefaultRecoverConfig.StackSize
 	}
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) (err error) {
-			if cfg.Skipper(c) {
-				return next(c)
-			}
-			defer func() {
-				r := recover()
-				if r == nil {
-					return
-				}
-				if r == http.ErrAbortHandler {
-					panic(r)
-				}
-				stack := make([]byte, cfg.StackSize)
-				stack = stack[:runtime.Stack(stack, false)]
-				err = apierrors.InternalError(&PanicError{Value: r, Stack: stack})
-			}()
+	return func(c echo.Context, next echo.HandlerFunc) (err error) {
+		if cfg.Skipper(c) {
 			return next(c)
 		}
+		defer func() {
+			r := recover()
+			if r == nil {
+				return
+			}
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			stack := make([]byte, cfg.StackSize)
+			stack = stack[:runtime.Stack(stack, false)]
+			err = apierrors.InternalError(&PanicError{Value: r, Stack: stack})
+		}()
+		return next(c)
 	}, nil
 }

@@ -50,28 +50,41 @@ func RequestIDWithConfig(cfg RequestIDConfig) (echo.MiddlewareFunc, error) {
 
 // ToMiddleware builds the middleware described by cfg.
 func (cfg RequestIDConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
+	s, err := cfg.ToStep()
+	if err != nil {
+		return nil, err
+	}
+	return stepMiddleware(s), nil
+}
+
+// ToStep builds the middleware described by cfg as a Step for [Chain].
+func (cfg RequestIDConfig) ToStep() (Step, error) {
 	if cfg.Skipper == nil {
 		cfg.Skipper = middleware.DefaultSkipper
 	}
 	if cfg.Generator == nil {
 		cfg.Generator = newRequestID
 	}
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			if cfg.Skipper(c) {
-				return next(c)
-			}
-			if cfg.TrustInbound {
-				if v := c.Request().Header[HeaderRequestID]; len(v) == 1 && ValidRequestID(v[0]) {
-					// The inbound slice is reused, clipped so that an Add
-					// on the response cannot write into the request's.
-					c.Response().Header()[HeaderRequestID] = v[:1:1]
-					return next(c)
-				}
-			}
-			c.Response().Header()[HeaderRequestID] = []string{cfg.Generator()}
+	return func(c echo.Context, next echo.HandlerFunc) error {
+		if cfg.Skipper(c) {
 			return next(c)
 		}
+		h := c.Response().Header()
+		if cfg.TrustInbound {
+			if v := c.Request().Header[HeaderRequestID]; len(v) == 1 && ValidRequestID(v[0]) {
+				// The inbound slice is reused, clipped so that an Add on
+				// the response cannot write into the request's.
+				h[HeaderRequestID] = v[:1:1]
+				return next(c)
+			}
+		}
+		if cc, ok := c.(*chainContext); ok {
+			cc.state.requestID[0] = cfg.Generator()
+			h[HeaderRequestID] = cc.state.requestID[:1:1]
+		} else {
+			h[HeaderRequestID] = []string{cfg.Generator()}
+		}
+		return next(c)
 	}, nil
 }
 

@@ -57,12 +57,23 @@ type requestState struct {
 	progress      Usage
 	progressed    bool
 	hold          *budgetHold
+
+	// Space a request would otherwise allocate, kept here when the record
+	// lives in a Chain's context.
+	requestID [1]string
+	body      limitedBody
+	headers   [8]string
 }
 
 const stateKey = "gatekit.request"
 
-// state returns the request's record, creating it on first use.
+// state returns the request's record, creating it on first use: inside a
+// Chain it is part of the chain's context; elsewhere it is kept in Echo's
+// context store.
 func state(c echo.Context) *requestState {
+	if cc, ok := c.(*chainContext); ok {
+		return &cc.state
+	}
 	if st, ok := c.Get(stateKey).(*requestState); ok {
 		return st
 	}
@@ -73,6 +84,9 @@ func state(c echo.Context) *requestState {
 
 // peekState returns the request's record, or nil when there is none yet.
 func peekState(c echo.Context) *requestState {
+	if cc, ok := c.(*chainContext); ok {
+		return &cc.state
+	}
 	st, _ := c.Get(stateKey).(*requestState)
 	return st
 }

@@ -35,80 +35,102 @@ type Outcome struct {
 // (`"requests";r=59;t=1`, t in whole seconds rounded up). All values share
 // one allocation.
 func SetHeaders(h http.Header, requests, tokens *Outcome) {
+	SetHeadersScratch(h, requests, tokens, nil)
+}
+
+// SetHeadersScratch is SetHeaders with the header value slices taken from
+// scratch when it has room for 8, so that a caller with per-request space
+// saves an allocation. scratch must not be used for anything else while h
+// is in use.
+func SetHeadersScratch(h http.Header, requests, tokens *Outcome, scratch []string) {
 	if requests == nil && tokens == nil {
 		return
 	}
+	// Every value is cut from one string built in one buffer: values[i]
+	// ends at ends[i].
 	var buf [256]byte
+	var ends [8]int
 	b := buf[:0]
-	var ends [8]int // end offsets of the values in b
 	n := 0
-	mark := func() { ends[n] = len(b); n++ }
-	for _, o := range [2]*Outcome{requests, tokens} {
-		if o == nil {
-			continue
-		}
-		b = strconv.AppendInt(b, o.Policy.Limit, 10)
-		mark()
-		b = strconv.AppendInt(b, o.Decision.Remaining, 10)
-		mark()
-		b = appendDuration(b, o.Decision.ResetAfter)
-		mark()
+	if requests != nil {
+		b, n = appendTriple(b, &ends, n, requests)
 	}
-	sep := false
-	for i, o := range [2]*Outcome{requests, tokens} {
-		if o == nil {
-			continue
-		}
-		if sep {
-			b = append(b, ", "...)
-		}
-		sep = true
-		b = append(b, []string{`"requests";q=`, `"tokens";q=`}[i]...)
-		b = strconv.AppendInt(b, o.Policy.Limit, 10)
-		b = append(b, ";w="...)
-		b = strconv.AppendInt(b, ceilSeconds(o.Policy.Window), 10)
+	if tokens != nil {
+		b, n = appendTriple(b, &ends, n, tokens)
 	}
-	mark()
-	sep = false
-	for i, o := range [2]*Outcome{requests, tokens} {
-		if o == nil {
-			continue
-		}
-		if sep {
-			b = append(b, ", "...)
-		}
-		sep = true
-		b = append(b, []string{`"requests";r=`, `"tokens";r=`}[i]...)
-		b = strconv.AppendInt(b, o.Decision.Remaining, 10)
-		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, ceilSeconds(o.Decision.ResetAfter), 10)
-	}
-	mark()
+	b = appendItems(b, requests, tokens, true)
+	ends[n] = len(b)
+	n++
+	b = appendItems(b, requests, tokens, false)
+	ends[n] = len(b)
+	n++
 
 	s := string(b)
-	vals := make([]string, n)
+	vals := scratch
+	if len(vals) < n {
+		vals = make([]string, n)
+	}
 	start := 0
 	for i := 0; i < n; i++ {
 		vals[i] = s[start:ends[i]]
 		start = ends[i]
 	}
 	i := 0
-	put := func(key string) {
-		h[key] = vals[i : i+1 : i+1]
-		i++
-	}
 	if requests != nil {
-		put(HeaderLimitRequests)
-		put(HeaderRemainingRequests)
-		put(HeaderResetRequests)
+		h[HeaderLimitRequests] = vals[0:1:1]
+		h[HeaderRemainingRequests] = vals[1:2:2]
+		h[HeaderResetRequests] = vals[2:3:3]
+		i = 3
 	}
 	if tokens != nil {
-		put(HeaderLimitTokens)
-		put(HeaderRemainingTokens)
-		put(HeaderResetTokens)
+		h[HeaderLimitTokens] = vals[i : i+1 : i+1]
+		h[HeaderRemainingTokens] = vals[i+1 : i+2 : i+2]
+		h[HeaderResetTokens] = vals[i+2 : i+3 : i+3]
+		i += 3
 	}
-	put(HeaderPolicy)
-	put(HeaderRateLimit)
+	h[HeaderPolicy] = vals[i : i+1 : i+1]
+	h[HeaderRateLimit] = vals[i+1 : i+2 : i+2]
+}
+
+// appendTriple appends an outcome's limit, remaining and reset values,
+// recording where each ends.
+func appendTriple(b []byte, ends *[8]int, n int, o *Outcome) ([]byte, int) {
+	b = strconv.AppendInt(b, o.Policy.Limit, 10)
+	ends[n] = len(b)
+	b = strconv.AppendInt(b, o.Decision.Remaining, 10)
+	ends[n+1] = len(b)
+	b = appendDuration(b, o.Decision.ResetAfter)
+	ends[n+2] = len(b)
+	return b, n + 3
+}
+
+// appendItems appends the RateLimit-Policy value (policy true) or the
+// RateLimit value: one item per outcome.
+func appendItems(b []byte, requests, tokens *Outcome, policy bool) []byte {
+	if requests != nil {
+		b = appendItem(b, `"requests"`, requests, policy)
+	}
+	if tokens != nil {
+		if requests != nil {
+			b = append(b, ", "...)
+		}
+		b = appendItem(b, `"tokens"`, tokens, policy)
+	}
+	return b
+}
+
+func appendItem(b []byte, name string, o *Outcome, policy bool) []byte {
+	b = append(b, name...)
+	if policy {
+		b = append(b, ";q="...)
+		b = strconv.AppendInt(b, o.Policy.Limit, 10)
+		b = append(b, ";w="...)
+		return strconv.AppendInt(b, ceilSeconds(o.Policy.Window), 10)
+	}
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, o.Decision.Remaining, 10)
+	b = append(b, ";t="...)
+	return strconv.AppendInt(b, ceilSeconds(o.Decision.ResetAfter), 10)
 }
 
 // ceilSeconds rounds d up to whole seconds.
@@ -122,8 +144,7 @@ func ceilSeconds(d time.Duration) int64 {
 // appendDuration appends d as time.Duration.String writes it ("6m0s",
 // "1.5s", "0s"), without allocating.
 func appendDuration(b []byte, d time.Duration) []byte {
-	var tmp [32]byte
-	return append(b, formatDuration(tmp[:0], d)...)
+	return formatDuration(b, d)
 }
 
 // formatDuration writes the same text as time.Duration.String for the
@@ -154,11 +175,12 @@ func formatDuration(b []byte, d time.Duration) []byte {
 	}
 	b = strconv.AppendInt(b, int64(d/time.Second), 10)
 	if ms := int64(d % time.Second / time.Millisecond); ms != 0 {
-		frac := []byte{'.', byte('0' + ms/100), byte('0' + ms/10%10), byte('0' + ms%10)}
-		for frac[len(frac)-1] == '0' {
-			frac = frac[:len(frac)-1]
+		frac := [4]byte{'.', byte('0' + ms/100), byte('0' + ms/10%10), byte('0' + ms%10)}
+		n := 4
+		for frac[n-1] == '0' {
+			n--
 		}
-		b = append(b, frac...)
+		b = append(b, frac[:n]...)
 	}
 	return append(b, 's')
 }
