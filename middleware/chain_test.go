@@ -1,0 +1,106 @@
+package middleware_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/gatekit/gatekit/middleware"
+)
+
+func TestChainRunsStepsInOrderAndShortCircuits(t *testing.T) {
+	var trace []string
+	step := func(name string, stop bool) middleware.Step {
+		return func(c echo.Context, next echo.HandlerFunc) error {
+			trace = append(trace, name)
+			if stop {
+				return c.String(http.StatusTeapot, name)
+			}
+			err := next(c)
+			trace = append(trace, "/"+name)
+			return err
+		}
+	}
+	for _, tc := range []struct {
+		steps []middleware.Step
+		want  string
+		code  int
+	}{
+		{[]middleware.Step{step("a", false), step("b", false), step("c", false)}, "a b c handler /c /b /a", 200},
+		{[]middleware.Step{step("a", false), step("b", true), step("c", false)}, "a b /a", http.StatusTeapot},
+		{[]middleware.Step{step("a", false)}, "a handler /a", 200},
+		{nil, "handler", 200},
+	} {
+		trace = nil
+		mw, err := middleware.Chain(tc.steps...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := echo.New()
+		e.Use(mw)
+		e.GET("/", func(c echo.Context) error {
+			trace = append(trace, "handler")
+			return c.String(200, "ok")
+		})
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		if got := strings.Join(trace, " "); got != tc.want || rec.Code != tc.code {
+			t.Errorf("trace %q (%d), want %q (%d)", got, rec.Code, tc.want, tc.code)
+		}
+	}
+	if _, err := middleware.Chain(nil); err == nil {
+		t.Error("a nil step was accepted")
+	}
+}
+
+func TestChainSharesTheRequestRecordWithHandlers(t *testing.T) {
+	keys := middleware.NewStaticKeys()
+	if err := keys.Add("sk-1", &middleware.Principal{ID: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	auth, err := middleware.AuthConfig{Keys: keys}.ToStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rid, _ := middleware.DefaultRequestIDConfig.ToStep()
+	mw, err := middleware.Chain(rid, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	e.Use(mw)
+	e.GET("/", func(c echo.Context) error {
+		if err := middleware.ReportUsage(c, middleware.Usage{PromptTokens: 1}); err != nil {
+			return err
+		}
+		u, _ := middleware.GetUsage(c)
+		return c.String(200, middleware.GetPrincipal(c).ID+" "+middleware.GetRequestID(c)[:4]+" "+string(rune('0'+u.PromptTokens)))
+	})
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", "Bearer sk-1")
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	if rec.Body.String() != "p1 req_ 1" {
+		t.Fatalf("%d %q", rec.Code, rec.Body.String())
+	}
+}
+
+func TestChainAllocatesOncePerRequest(t *testing.T) {
+	noop := func(c echo.Context, next echo.HandlerFunc) error { return next(c) }
+	one, _ := middleware.Chain(noop)
+	five, _ := middleware.Chain(noop, noop, noop, noop, noop)
+	allocs := func(mw echo.MiddlewareFunc) float64 {
+		e := echo.New()
+		e.Use(mw)
+		e.GET("/", func(c echo.Context) error { return c.NoContent(204) })
+		req := httptest.NewRequest("GET", "/", nil)
+		w := httptest.NewRecorder()
+		return testing.AllocsPerRun(200, func() { e.ServeHTTP(w, req) })
+	}
+	if a1, a5 := allocs(one), allocs(five); a5 != a1 {
+		t.Fatalf("five steps allocate %.0f per request, one step %.0f: steps must not allocate", a5, a1)
+	}
+}
