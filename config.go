@@ -58,6 +58,9 @@ type Config struct {
 	Prices PricesConfig `yaml:"prices"`
 	// Idempotency sets which routes honour Idempotency-Key.
 	Idempotency IdempotencyConfig `yaml:"idempotency"`
+	// Data keeps budgets and idempotent responses on disk, for a single
+	// instance that must not lose them on restart.
+	Data DataConfig `yaml:"data"`
 
 	// Logger receives 5xx causes and panics. Default: slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -82,6 +85,18 @@ type Config struct {
 	// idempotency.Memory; use an idempotency/redisstore.Store when several
 	// instances serve the same clients.
 	IdempotencyStore idempotency.Store `yaml:"-"`
+}
+
+// DataConfig is the durable-storage part of [Config].
+type DataConfig struct {
+	// Dir, when set, is where budgets and idempotent responses are kept
+	// (in Dir/gatekit.db) across restarts; unset, they live in memory
+	// only. Ignored for a Ledger or IdempotencyStore set in Go.
+	Dir string `yaml:"dir"`
+	// FlushInterval is how often settled spend and kept responses are
+	// written: a crash loses at most this much. Default: 100ms; "-1ns"
+	// or any negative duration writes every settlement before answering.
+	FlushInterval time.Duration `yaml:"flush_interval"`
 }
 
 // IdempotencyConfig is the idempotency part of [Config].

@@ -20,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatekit/gatekit/budget"
+	"github.com/gatekit/gatekit/durable"
 	"github.com/gatekit/gatekit/idempotency"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/ratelimit"
@@ -33,6 +34,7 @@ type Gate struct {
 	limiter ratelimit.Limiter
 	ledger  budget.Ledger
 	idem    idempotency.Store
+	data    *durable.Store
 	metrics *middleware.Metrics
 	limitsR *limitResolver
 }
@@ -54,6 +56,31 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		cfg.BodyLimit = DefaultBodyLimit
 	}
 	g := &Gate{cfg: cfg, limits: newRouteLimits(cfg)}
+	if cfg.Data.Dir != "" {
+		loc, err := loadLocation(cfg.Budgets.TimeZone)
+		if err != nil {
+			return nil, err
+		}
+		g.data, err = durable.Open(cfg.Data.Dir, &durable.Config{
+			FlushInterval: cfg.Data.FlushInterval, Location: loc, HoldTTL: cfg.Budgets.HoldTTL,
+			MaxEntries: cfg.Idempotency.MaxEntries, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gatekit: %w", err)
+		}
+		if cfg.Ledger == nil {
+			cfg.Ledger = g.data.Ledger()
+		}
+		if cfg.IdempotencyStore == nil {
+			cfg.IdempotencyStore = g.data.Idempotency()
+		}
+	}
+	built := false
+	defer func() {
+		if !built && g.data != nil {
+			g.data.Close()
+		}
+	}()
 
 	handler, err := middleware.ErrorHandlerConfig{Shape: cfg.Shape, Logger: cfg.Logger}.ToHandler()
 	if err != nil {
@@ -137,7 +164,19 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		return nil, fmt.Errorf("gatekit: %w", err)
 	}
 	e.Use(mw)
+	built = true
 	return g, nil
+}
+
+// Close writes what the durable store has queued and closes it; with no
+// Data.Dir it does nothing. Call it after the HTTP server has shut down
+// (http.Server.Shutdown), when no request is left to settle. It is safe to
+// call more than once.
+func (g *Gate) Close() error {
+	if g.data == nil {
+		return nil
+	}
+	return g.data.Close()
 }
 
 // budgetMiddleware builds the budget middleware of cfg, with a memory

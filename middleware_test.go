@@ -40,7 +40,7 @@ func demoConfig(t testing.TB) gatekit.Config {
 // newProvider serves the demo API over a real connection.
 func newProvider(t testing.TB) *httptest.Server {
 	t.Helper()
-	e, err := app.New(demoConfig(t))
+	e, _, err := app.New(demoConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}

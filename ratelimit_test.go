@@ -59,7 +59,7 @@ func newLimitedProvider(t *testing.T, clock *fakeClock, mutate func(*gatekit.Con
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	e, err := app.New(cfg)
+	e, _, err := app.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func redisProviders(t *testing.T, srv *redistest.Server, n int, mutate func(*gat
 		if mutate != nil {
 			mutate(&cfg)
 		}
-		e, err := app.New(cfg)
+		e, _, err := app.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

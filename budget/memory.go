@@ -3,6 +3,7 @@ package budget
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"math"
 	"strings"
@@ -33,6 +34,27 @@ type MemoryConfig struct {
 	// its cost; default DefaultSettleGrace. After that the hold is
 	// forgotten.
 	SettleGrace time.Duration
+	// TrackSettled makes the Memory keep, beside what each budget spent,
+	// what settlements added to it since the last call of TakeSettled: for
+	// a store that writes spending to disk behind the requests (package
+	// durable). Settling then costs an addition more per budget, and no
+	// lock or allocation. Set it only if TakeSettled is called regularly:
+	// until it is, every budget settled since the last call is kept in
+	// memory, even one the Memory would otherwise have dropped.
+	TrackSettled bool
+}
+
+// Spend is an amount added to what one budget spent in one period: what
+// Memory.TakeSettled reports, and what Memory.Restore gives back.
+type Spend struct {
+	// Scope is the budget: its Tag, Kind, ID and Period. Limit is not used
+	// (TakeSettled reports 0).
+	Scope Scope
+	// Start is the first instant of the period (see Period.Start), in the
+	// ledger's time zone; the zero Time for a budget whose Period is None.
+	Start time.Time
+	// Amount is what was spent.
+	Amount Micros
 }
 
 // Memory is a Ledger that keeps its budgets in this process's memory: the
@@ -45,11 +67,16 @@ type MemoryConfig struct {
 // call locks exactly one shard. Holding and settling on budgets already in
 // use allocates nothing. Budgets whose period has ended, or with nothing
 // spent or held, are dropped once their holds are gone.
+//
+// What a Memory spent is lost with the process, unless a store keeps it:
+// TakeSettled (with MemoryConfig.TrackSettled) reports what to write, and
+// Restore reloads it on start. Package durable does this on local disk.
 type Memory struct {
 	now    func() time.Time
 	loc    *time.Location
 	ttl    int64 // ns
 	grace  int64 // ns
+	track  bool  // MemoryConfig.TrackSettled
 	seed   maphash.Seed
 	spans  [Monthly + 1]atomic.Pointer[span]
 	shards []memShard
@@ -61,6 +88,7 @@ var _ Ledger = (*Memory)(nil)
 type span struct {
 	start    int64 // Unix seconds, the period's identity; 0 for None
 	lo, hi   int64 // [start, end) in Unix ns
+	begins   time.Time
 	resetsAt time.Time
 }
 
@@ -74,9 +102,14 @@ type counterKey struct {
 type counter struct {
 	scope       Scope // Limit unused
 	end         int64 // Unix ns; math.MaxInt64 for None
+	begins      time.Time
 	resetsAt    time.Time
 	spent, held Micros
 	refs        int32 // holds pointing here
+	// With TrackSettled: what settlements added since the last
+	// TakeSettled, and whether the counter is in its shard's untaken list.
+	untaken Micros
+	listed  bool
 }
 
 type holdState uint8
@@ -108,7 +141,8 @@ type memShard struct {
 	counters map[counterKey]*counter
 	holds    []hold
 	free     []int32
-	heap     []int32 // slots in holds
+	heap     []int32    // slots in holds
+	untaken  []*counter // with TrackSettled: counters with spending untaken
 	nextTidy int64
 	_        [64]byte // keep shards on separate cache lines
 }
@@ -139,6 +173,7 @@ func NewMemory(cfg *MemoryConfig) (*Memory, error) {
 		loc:    c.Location,
 		ttl:    int64(c.HoldTTL),
 		grace:  int64(c.SettleGrace),
+		track:  c.TrackSettled,
 		seed:   maphash.MakeSeed(),
 		shards: make([]memShard, memoryShards),
 	}
@@ -266,6 +301,15 @@ func (m *Memory) Settle(_ context.Context, id HoldID, actual Micros) (SettleResu
 		}
 		c.spent += actual
 	}
+	if m.track && actual > 0 {
+		for _, c := range h.counters[:h.n] {
+			c.untaken += actual
+			if !c.listed {
+				c.listed = true
+				sh.untaken = append(sh.untaken, c)
+			}
+		}
+	}
 	i := h.tightest()
 	c := h.counters[i]
 	res := SettleResult{
@@ -319,6 +363,74 @@ func (m *Memory) Balance(_ context.Context, scope Scope) (Balance, error) {
 	return NewBalance(scope.Limit, spent, held, sp.resetsAt), nil
 }
 
+// TakeSettled appends to buf what settlements added to each budget since
+// the last call, one Spend per budget and period with the sum, and returns
+// the extended buf; what it reports is not reported again. It is for a store
+// writing spending behind the requests (package durable): whatever a Settle
+// that returned before TakeSettled was called recorded is in its answer.
+// Without MemoryConfig.TrackSettled it returns buf as it is. Passing the
+// previous answer's buf[:0] makes it allocation-free.
+//
+// A budget forgotten and tracked again between two calls (say, after its
+// holds ended and the clock moved on, in a period that ended) may appear
+// twice: the amounts add up.
+func (m *Memory) TakeSettled(buf []Spend) []Spend {
+	if !m.track {
+		return buf
+	}
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for _, c := range sh.untaken {
+			buf = append(buf, Spend{Scope: c.scope, Start: c.begins, Amount: c.untaken})
+			c.untaken, c.listed = 0, false
+		}
+		clear(sh.untaken)
+		sh.untaken = sh.untaken[:0]
+		sh.mu.Unlock()
+	}
+	return buf
+}
+
+// Restore adds sp.Amount to what the budget sp.Scope spent in the period
+// that contains sp.Start on m's calendar (or, for a budget whose Period is
+// None, in its lifetime), as a settlement would, but without a hold and
+// without reporting it to TakeSettled: it is for a store reloading the
+// spending it kept (package durable). sp.Scope.Limit is ignored. Spending
+// in a period that has ended by m's clock no longer counts, so Restore
+// ignores it. The error, for an invalid scope or a negative amount, wraps
+// ErrInvalidScope or ErrInvalidAmount.
+func (m *Memory) Restore(sp Spend) error {
+	sc := sp.Scope
+	sc.Limit = 0
+	if err := sc.Valid(); err != nil {
+		return err
+	}
+	if sp.Amount < 0 {
+		return fmt.Errorf("%w: %d is negative", ErrInvalidAmount, int64(sp.Amount))
+	}
+	ns := m.now().UnixNano()
+	per := m.spans[None].Load()
+	if sc.Period != None {
+		start, end := sc.Period.Start(sp.Start, m.loc), sc.Period.End(sp.Start, m.loc)
+		if end.UnixNano() <= ns {
+			return nil
+		}
+		per = &span{start: start.Unix(), lo: start.UnixNano(), hi: end.UnixNano(), begins: start, resetsAt: end}
+	}
+	sh := m.shard(sc.Tag)
+
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.advance(ns, m.grace)
+	c := sh.counters[counterKey{sc.Tag, sc.Kind, sc.ID, sc.Period, per.start}]
+	if c == nil {
+		c = sh.newCounter(sc, per)
+	}
+	c.spent += sp.Amount
+	return nil
+}
+
 // Holds returns the number of holds m remembers: those live, and those
 // expired less than SettleGrace ago.
 func (m *Memory) Holds() int {
@@ -351,7 +463,7 @@ func (m *Memory) span(p Period, now time.Time, ns int64) *span {
 		return s
 	}
 	start, end := p.Start(now, m.loc), p.End(now, m.loc)
-	s = &span{start: start.Unix(), lo: start.UnixNano(), hi: end.UnixNano(), resetsAt: end}
+	s = &span{start: start.Unix(), lo: start.UnixNano(), hi: end.UnixNano(), begins: start, resetsAt: end}
 	m.spans[p].Store(s)
 	return s
 }
@@ -361,7 +473,7 @@ func (sh *memShard) newCounter(sc Scope, sp *span) *counter {
 	// Copy the strings so that ones sliced from a larger buffer (a request
 	// body, say) do not keep the whole buffer alive.
 	sc.Tag, sc.Kind, sc.ID, sc.Limit = strings.Clone(sc.Tag), strings.Clone(sc.Kind), strings.Clone(sc.ID), 0
-	c := &counter{scope: sc, end: sp.hi, resetsAt: sp.resetsAt}
+	c := &counter{scope: sc, end: sp.hi, begins: sp.begins, resetsAt: sp.resetsAt}
 	sh.counters[counterKey{sc.Tag, sc.Kind, sc.ID, sc.Period, sp.start}] = c
 	return c
 }

@@ -50,6 +50,15 @@ type MemoryConfig struct {
 	// Now is the clock; default time.Now. Expiry uses it to the
 	// millisecond; CreatedAt, when Complete sets it, to the nanosecond.
 	Now func() time.Time
+	// OnComplete, if set, is told of every record a Complete stores: the
+	// key, the record as kept (with Begin's fingerprint, and CreatedAt set)
+	// and the instant it expires. It is for a store that keeps records
+	// beyond the process (package durable). It is called with the key's
+	// lock held, so it must be quick, must not block and must not call the
+	// Memory; calls for one key come in the order of its completions. It
+	// may keep key and rec, which the Memory never modifies; it must not
+	// modify them either.
+	OnComplete func(key string, rec Record, expires time.Time)
 }
 
 // Memory is a Store that keeps its entries in this process's memory: the
@@ -64,11 +73,16 @@ type MemoryConfig struct {
 // share memory with the store. Memory is safe for concurrent use. It does
 // no I/O and never fails for valid durations; the ctx argument of its
 // methods is unused.
+//
+// Its records are lost with the process, unless a store keeps them:
+// MemoryConfig.OnComplete reports each one to write, and Restore reloads
+// them on start. Package durable does this on local disk.
 type Memory struct {
-	now    func() time.Time
-	seed   maphash.Seed
-	shards []memoryShard
-	tokens atomic.Uint64 // the last token issued
+	now        func() time.Time
+	onComplete func(key string, rec Record, expires time.Time)
+	seed       maphash.Seed
+	shards     []memoryShard
+	tokens     atomic.Uint64 // the last token issued
 }
 
 var _ Store = (*Memory)(nil)
@@ -107,6 +121,17 @@ func (l *entryList) pushBack(e *memoryEntry) {
 	l.root.prev = e
 }
 
+// insertByExpiry inserts e after the last entry that expires no later.
+func (l *entryList) insertByExpiry(e *memoryEntry) {
+	at := l.root.prev
+	for at != &l.root && at.exp > e.exp {
+		at = at.prev
+	}
+	e.prev, e.next = at, at.next
+	at.next.prev = e
+	at.next = e
+}
+
 // front returns the first entry, or nil.
 func (l *entryList) front() *memoryEntry { return l.after(&l.root) }
 
@@ -139,7 +164,7 @@ func NewMemory(cfg *MemoryConfig) (*Memory, error) {
 		c.Now = time.Now
 	}
 	n := min(maxShards, max(1, c.MaxEntries/minShardEntries))
-	m := &Memory{now: c.Now, seed: maphash.MakeSeed(), shards: make([]memoryShard, n)}
+	m := &Memory{now: c.Now, onComplete: c.OnComplete, seed: maphash.MakeSeed(), shards: make([]memoryShard, n)}
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.entries = make(map[string]*memoryEntry)
@@ -223,7 +248,50 @@ func (m *Memory) Complete(_ context.Context, key, token string, rec Record, ttl 
 	e.rec, e.done, e.token, e.exp = rec, true, "", now+ms
 	unlink(e)
 	s.records.pushBack(e)
+	if m.onComplete != nil {
+		m.onComplete(e.key, e.rec, time.UnixMilli(e.exp))
+	}
 	return nil
+}
+
+// Restore puts back a completed record under key, kept until expires (to
+// the millisecond), as if a Complete had stored it then: it is for a store
+// reloading the records it kept (package durable). It reports whether it
+// did: it does nothing if expires has passed by m's clock or if key already
+// has a live entry. Like a new key, a restored record may evict another
+// entry from a full Memory (see MemoryConfig.MaxEntries).
+//
+// Restore keeps rec itself, not a copy: the caller must not modify it
+// afterwards. It does not tell OnComplete. Records restored in order of
+// expiry are inserted at once; others take a walk through the records that
+// expire later.
+func (m *Memory) Restore(key string, rec Record, expires time.Time) bool {
+	now := m.now().UnixMilli()
+	exp := expires.UnixMilli()
+	if exp <= now {
+		return false
+	}
+	s := m.shard(key)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[key]
+	if e != nil && e.exp > now {
+		return false
+	}
+	if e != nil {
+		unlink(e)
+	} else {
+		s.sweep(now)
+		if len(s.entries) >= s.max {
+			s.evict(now)
+		}
+		e = &memoryEntry{key: strings.Clone(key)}
+		s.entries[e.key] = e
+	}
+	e.rec, e.done, e.token, e.exp = rec, true, "", exp
+	s.records.insertByExpiry(e)
+	return true
 }
 
 // Abort implements Store.Abort.

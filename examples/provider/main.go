@@ -2,7 +2,11 @@
 // chat completions (plain and streamed), a model list and an upload route,
 // with every failure answered in gatekit's envelope.
 //
-//	go run ./examples/provider [-addr 127.0.0.1:8080] [-config gatekit.yaml] [-redis redis://127.0.0.1:6379/0]
+//	go run ./examples/provider [-addr 127.0.0.1:8080] [-config gatekit.yaml] [-redis redis://127.0.0.1:6379/0] [-data DIR]
+//
+// On SIGTERM or SIGINT it stops accepting connections, lets requests in
+// flight finish (up to 10 s) so their budget holds settle or release, then
+// writes and closes the data store.
 //
 // Without -config it uses the gatekit.yaml beside this file, built in.
 package main
@@ -55,6 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	addr := flags.String("addr", "127.0.0.1:8080", "address to listen on")
 	configPath := flags.String("config", "", "gatekit YAML configuration (default: the built-in gatekit.yaml)")
 	redisURL := flags.String("redis", getenv("GATEKIT_REDIS_URL"), "Redis URL (redis://host:port/db) to keep every store in; default (and env GATEKIT_REDIS_URL unset): in memory")
+	dataDir := flags.String("data", "", "directory to keep budgets and idempotent responses in across restarts (single instance; default: memory only)")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -96,10 +101,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		logger.Info("stores on redis", "addr", opts.Addr)
 	}
 
-	e, err := app.New(cfg)
+	if *dataDir != "" {
+		cfg.Data.Dir = *dataDir
+	}
+	e, gate, err := app.New(cfg)
 	if err != nil {
 		return err
 	}
+	// Closed last (defers run in reverse): after the server has let every
+	// request finish and settle, the durable store writes what is queued.
+	defer func() {
+		if cerr := gate.Close(); cerr != nil {
+			logger.Error("closing the data store", "error", cerr.Error())
+		}
+	}()
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(registry, promhttp.HandlerOpts{})))
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -117,7 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down")
+	logger.Info("shutting down: letting requests finish")
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -14,14 +14,15 @@ import (
 )
 
 // New returns the demo API on a fresh Echo instance, with gatekit mounted
-// from cfg.
-func New(cfg gatekit.Config) (*echo.Echo, error) {
+// from cfg. Close the Gate after the server has shut down, so that a
+// durable store writes what it has queued.
+func New(cfg gatekit.Config) (*echo.Echo, *gatekit.Gate, error) {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
 	gate, err := gatekit.Mount(e, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	v1 := e.Group("/v1")
 	v1.GET("/key", keyStatus(gate))
@@ -30,7 +31,7 @@ func New(cfg gatekit.Config) (*echo.Echo, error) {
 	v1.POST("/chat/completions", chatCompletions)
 	v1.POST("/audio/transcriptions", transcribe)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
-	return e, nil
+	return e, gate, nil
 }
 
 // keyStatus answers the caller's limits on chat completions and its
