@@ -1,7 +1,10 @@
 package rediscall
 
 import (
+	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -54,6 +57,38 @@ func TestPrefixDefaultsAndRejectsBraces(t *testing.T) {
 	for _, p := range []string{"a{b", "a}b", "{x}:"} {
 		if _, err := Prefix(p, "def:"); err == nil {
 			t.Errorf("Prefix(%q) accepted braces", p)
+		}
+	}
+}
+
+func TestCallerKeepsAnEarlierDeadlineAndBoundsTheRest(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer client.Close()
+	call, err := New(client, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	early, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	got, stop := call.bound(early)
+	stop()
+	if got != early {
+		t.Error("a deadline before the Timeout was replaced")
+	}
+
+	late, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	for name, ctx := range map[string]context.Context{"no deadline": context.Background(), "a later deadline": late} {
+		start := time.Now()
+		got, stop := call.bound(ctx)
+		d, ok := got.Deadline()
+		stop()
+		if !ok || d.Before(start.Add(time.Second)) || d.After(time.Now().Add(time.Second)) {
+			t.Errorf("%s: deadline %v, %v; want the Timeout from now", name, d, ok)
+		}
+		if !errors.Is(got.Err(), context.Canceled) {
+			t.Errorf("%s: cancel did not cancel the bounded context", name)
 		}
 	}
 }

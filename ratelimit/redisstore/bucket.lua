@@ -5,46 +5,56 @@
 -- together. Every value stays below 2^53, where Lua's numbers (float64) are
 -- exact integers, and floor/ceil of a quotient of such values is exact.
 --
--- KEYS[1]  the bucket: a hash with b (balance, scaled), t (its millisecond)
---          and u (the scale of one unit when b was written)
--- ARGV     op ("allow" or "charge"), n, unit, rate, burst, now (ms, or -1
---          for the Redis server's clock), ttl margin (ms)
+-- KEYS[1]  the bucket: a string of three little-endian float64s,
+--          struct.pack('<ddd', balance (scaled), its millisecond, the scale
+--          of one unit when the balance was written); absent is full
+-- ARGV     op (0 Allow, 1 Charge: bucket.Op), n, unit, rate, burst, and
+--          now (ms) only when the caller sets the clock: without it the
+--          script reads the Redis server's clock
 -- returns  {allowed (0/1), remaining, reset after (ms), retry after (ms)}
+--
+-- A decision costs three commands (TIME, GET, SET ... PX), two when it
+-- writes nothing (a check, a denial) and one less with a caller's clock.
+-- The bucket is stored as raw float64s (struct is built into Redis's Lua),
+-- which hold its integers exactly without formatting or parsing them. A
+-- change of this format must change keyVersion in store.go too, so that no
+-- version reads another's buckets.
 
 -- Redis before 5 must be told to replicate the writes rather than the script
 -- (which reads TIME); from 7 on this is the only mode and a no-op.
 if redis.replicate_commands then redis.replicate_commands() end
 
 local key = KEYS[1]
-local op = ARGV[1]
+local charge = ARGV[1] == '1'
 local n = tonumber(ARGV[2])
 local unit = tonumber(ARGV[3])
 local rate = tonumber(ARGV[4])
 local burst = tonumber(ARGV[5])
 local now = tonumber(ARGV[6])
-local margin = tonumber(ARGV[7])
 
-if now < 0 then
+if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function ceildiv(a, b) return math.ceil(a / b) end
+local floor, ceil, min, max = math.floor, math.ceil, math.min, math.max
 
 local full = burst * unit
 local bal, ts = full, now
-local s = redis.call('HMGET', key, 'b', 't', 'u')
-local su = tonumber(s[3])
-if s[1] and s[2] and su and su > 0 then
-  bal, ts = tonumber(s[1]), tonumber(s[2])
+local s = redis.call('GET', key)
+if s then
+  local su
+  bal, ts, su = struct.unpack('<ddd', s)
   if su ~= unit then
     -- The policy for this key changed: carry whole units over.
-    bal = math.min(math.max(math.floor(bal / su), -burst), burst) * unit
+    bal = min(max(floor(bal / su), -burst), burst) * unit
   end
-  bal = math.min(bal, full)
+  bal = min(bal, full)
   if now > ts then
+    -- Refill, comparing before multiplying so that a long idle key cannot
+    -- overflow.
     local need = full - bal
-    if now - ts >= ceildiv(need, rate) then
+    if now - ts >= ceil(need / rate) then
       bal = full
     else
       bal = bal + (now - ts) * rate
@@ -53,44 +63,45 @@ if s[1] and s[2] and su and su > 0 then
   end
 end
 
+-- lag > 0 when the stored state is ahead of this caller's clock; waits are
+-- measured from the caller's now: lag + ceil(deficit / rate).
 local lag = ts - now
-local function wait(deficit) return lag + ceildiv(deficit, rate) end
 
 local allowed, write, retry = 0, false, 0
-if op == 'allow' then
+if not charge then
   if n > burst then
-    retry = wait(full)
+    retry = lag + ceil(full / rate)
   elseif n == 0 then
-    if bal >= unit then allowed = 1 else retry = wait(unit - bal) end
+    if bal >= unit then allowed = 1 else retry = lag + ceil((unit - bal) / rate) end
   elseif bal >= n * unit then
     bal = bal - n * unit
     allowed, write = 1, true
   else
-    retry = wait(n * unit - bal)
+    retry = lag + ceil((n * unit - bal) / rate)
   end
 else
   if n > 0 then
     if n >= 2 * burst then
       bal = -full
     else
-      bal = math.max(bal - n * unit, -full)
+      bal = max(bal - n * unit, -full)
     end
     write = true
   end
-  if bal >= unit then allowed = 1 else retry = wait(unit - bal) end
+  if bal >= unit then allowed = 1 else retry = lag + ceil((unit - bal) / rate) end
 end
 
-local remaining = math.floor(math.max(bal, 0) / unit)
+local remaining = floor(max(bal, 0) / unit)
 local reset = 0
-if bal < full then reset = wait(full - bal) end
+if bal < full then reset = lag + ceil((full - bal) / rate) end
 
 if write then
-  -- Pass integers as strings: tostring of a large number could use an
-  -- exponent and lose digits.
-  redis.call('HSET', key, 'b', string.format('%d', bal), 't', string.format('%d', ts), 'u', string.format('%d', unit))
   -- Keep the key until the bucket is full again (an absent key is a full
-  -- bucket), plus a margin for clock differences.
-  redis.call('PEXPIRE', key, string.format('%d', ceildiv(full - bal, rate) + math.max(lag, 0) + margin))
+  -- bucket), plus a second for differences between the clocks that write
+  -- and expire it. redis.call passes a number on as "%.17g" (as an integer
+  -- from Redis 7.2), which spells every integer below 2^53 exactly.
+  local ttl = ceil((full - bal) / rate) + max(lag, 0) + 1000
+  redis.call('SET', key, struct.pack('<ddd', bal, ts, unit), 'PX', ttl)
 end
 
 return {allowed, remaining, reset, retry}

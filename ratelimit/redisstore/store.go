@@ -9,6 +9,14 @@
 // to refill, plus a second), so idle keys disappear on their own, and is
 // hash-tagged, so the store works on Redis Cluster as well as on a single
 // server or Sentinel.
+//
+// A bucket is one string value of 24 bytes under a key that names its
+// format ("v2:"). Versions before it kept buckets in hashes under keys
+// without the "v2:"; the two never read each other's keys, so a fleet in the
+// middle of a rolling upgrade sees no errors, but old and new instances
+// count separately until the old ones are gone (up to twice the limit for a
+// client served by both), and the new ones start every bucket full. The old
+// keys expire by their TTL.
 package redisstore
 
 import (
@@ -33,9 +41,9 @@ const (
 	DefaultTimeout = rediscall.DefaultTimeout
 )
 
-// ttlMargin is how long a key outlives the refill of its bucket, to absorb
-// differences between the clocks that wrote and expire it.
-const ttlMargin = 1000 // ms
+// keyVersion follows the prefix of every key: it names the format of the
+// value (bucket.lua), so that a change of format never reads the old one.
+const keyVersion = "v2:"
 
 //go:embed bucket.lua
 var bucketLua string
@@ -44,8 +52,8 @@ var bucketLua string
 // defaults.
 type Config struct {
 	// Prefix starts every Redis key; default DefaultPrefix. A bucket's key
-	// is Prefix + "{" + key + "}". It must not contain '{' or '}', which
-	// would change the key's hash slot on Redis Cluster.
+	// is Prefix + "v2:{" + key + "}" (see Store.Key). It must not contain
+	// '{' or '}', which would change the key's hash slot on Redis Cluster.
 	Prefix string
 	// Now, if set, is the clock decisions use, to the millisecond. The
 	// default, nil, uses the Redis server's clock, which every instance
@@ -104,20 +112,21 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 
 // Allow implements ratelimit.Limiter.Allow.
 func (s *Store) Allow(ctx context.Context, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-	return s.decide(ctx, "allow", key, p, n)
+	return s.decide(ctx, bucket.OpAllow, key, p, n)
 }
 
 // Charge implements ratelimit.Limiter.Charge.
 func (s *Store) Charge(ctx context.Context, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-	return s.decide(ctx, "charge", key, p, n)
+	return s.decide(ctx, bucket.OpCharge, key, p, n)
 }
 
-// Key returns the Redis key holding key's bucket.
+// Key returns the Redis key holding key's bucket: Prefix + "v2:{" + key +
+// "}", where v2 is the format of the value.
 func (s *Store) Key(key string) string {
-	return s.prefix + "{" + key + "}"
+	return s.prefix + keyVersion + "{" + key + "}"
 }
 
-func (s *Store) decide(ctx context.Context, op, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+func (s *Store) decide(ctx context.Context, op bucket.Op, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
 	if n < 0 {
 		return ratelimit.Decision{}, ratelimit.ErrNegativeUnits
 	}
@@ -125,16 +134,23 @@ func (s *Store) decide(ctx context.Context, op, key string, p ratelimit.Policy, 
 	if err != nil {
 		return ratelimit.Decision{}, err
 	}
-	now := int64(-1) // the script reads Redis's clock
-	if s.now != nil {
-		now = s.now().UnixMilli()
+	name := "allow"
+	if op == bucket.OpCharge {
+		name = "charge"
 	}
-	res, err := s.call.Int64s(ctx, op, s.script, []string{s.Key(key)}, op, n, prm.Unit, prm.Rate, prm.Burst, now, ttlMargin)
+	// The script reads Redis's clock unless it is given one. (op goes as a
+	// uint8: go-redis does not know bucket.Op.)
+	var res []int64
+	if s.now == nil {
+		res, err = s.call.Int64s(ctx, name, s.script, []string{s.Key(key)}, uint8(op), n, prm.Unit, prm.Rate, prm.Burst)
+	} else {
+		res, err = s.call.Int64s(ctx, name, s.script, []string{s.Key(key)}, uint8(op), n, prm.Unit, prm.Rate, prm.Burst, s.now().UnixMilli())
+	}
 	if err != nil {
 		return ratelimit.Decision{}, err
 	}
 	if len(res) != 4 {
-		return ratelimit.Decision{}, fmt.Errorf("redisstore: %s: script returned %d values, want 4", op, len(res))
+		return ratelimit.Decision{}, fmt.Errorf("redisstore: %s: script returned %d values, want 4", name, len(res))
 	}
 	return ratelimit.Decision{
 		Allowed:    res[0] == 1,

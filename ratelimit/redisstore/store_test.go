@@ -79,6 +79,8 @@ func TestStoreMatchesMemory(t *testing.T) {
 		// About the largest bucket a policy may have: 2^51 scaled units.
 		{Limit: 999_983, Window: 24 * time.Hour, Burst: 26_000_000},
 		{Limit: 1 << 40, Window: time.Millisecond, Burst: 2047},
+		// One unit in 35 years: the key's TTL reaches 2^52 ms, 16 digits.
+		{Limit: 1, Window: (1 << 40) * time.Millisecond, Burst: 2047},
 		// One scaled unit per unit, 2^51 of them: Remaining shows any
 		// digit lost on the way through Lua.
 		{Limit: 1 << 50, Window: 1024 * time.Millisecond, Burst: 1 << 51},
@@ -171,10 +173,44 @@ func TestStoreUsesRedisClockAndExpiresKeys(t *testing.T) {
 	}
 }
 
+// TestStoreIgnoresBucketsOfTheHashFormat: versions before v2 kept a bucket
+// in a hash under Prefix + "{" + key + "}". During a rolling upgrade both
+// versions run on one Redis: neither may fail on the other's keys, so the
+// store keeps its buckets under other keys and leaves the old ones alone.
+func TestStoreIgnoresBucketsOfTheHashFormat(t *testing.T) {
+	client := redisServer.Client(t)
+	prefix := redisServer.KeyPrefix(t)
+	store := newStore(t, client, &redisstore.Config{Prefix: prefix})
+	ctx := context.Background()
+	p := ratelimit.PerMinute(60).WithBurst(10)
+
+	// An empty bucket, as the old script wrote it (scaled by 1000 per unit).
+	old := prefix + "{alice}"
+	if err := client.HSet(ctx, old, "b", "0", "t", "1000", "u", "1000").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if store.Key("alice") == old {
+		t.Fatalf("Key(%q) = %q, the key of the hash format", "alice", old)
+	}
+	d, err := store.Allow(ctx, "alice", p, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Allowed || d.Remaining != 9 {
+		t.Fatalf("Allow beside an old empty bucket: %+v, want a full bucket of its own", d)
+	}
+	if got, err := client.HGetAll(ctx, old).Result(); err != nil || got["b"] != "0" || len(got) != 3 {
+		t.Fatalf("old bucket after Allow: %v, %v; want it untouched", got, err)
+	}
+	if v, err := client.Get(ctx, store.Key("alice")).Result(); err != nil || len(v) != 24 {
+		t.Fatalf("bucket: %q, %v; want 24 bytes", v, err)
+	}
+}
+
 func TestStoreKeysUseHashTags(t *testing.T) {
 	client := redistest.Unreachable(t)
 	store := newStore(t, client, nil)
-	if got, want := store.Key("user_42:/v1/chat"), "gatekit:rl:{user_42:/v1/chat}"; got != want {
+	if got, want := store.Key("user_42:/v1/chat"), "gatekit:rl:v2:{user_42:/v1/chat}"; got != want {
 		t.Fatalf("Key = %q, want %q", got, want)
 	}
 }
@@ -306,6 +342,27 @@ func TestStoreFailsFastWhileRedisHangs(t *testing.T) {
 		}
 		srv.WhilePaused(t, func() {
 			redistest.TimesOutWhileHung(t, fmt.Sprintf("ContextTimeoutEnabled=%v", ctxTimeouts), redistest.OutageTimeout, func() error {
+				_, err := store.Allow(ctx, "k", p, 1)
+				return err
+			})
+		})
+	}
+}
+
+// TestStoreStopsAtTheCallersEarlierDeadline: a caller's deadline before the
+// store's Timeout bounds the call, with or without ContextTimeoutEnabled.
+func TestStoreStopsAtTheCallersEarlierDeadline(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, ctxTimeouts := range []bool{true, false} {
+		store := newStore(t, srv.ClientWithDefaults(t, ctxTimeouts), &redisstore.Config{Timeout: redistest.SlowTimeout})
+		p := ratelimit.PerSecond(100)
+		if _, err := store.Allow(context.Background(), "k", p, 1); err != nil {
+			t.Fatal(err)
+		}
+		srv.WhilePaused(t, func() {
+			redistest.TimesOutWhileHung(t, fmt.Sprintf("ContextTimeoutEnabled=%v", ctxTimeouts), redistest.OutageTimeout, func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), redistest.OutageTimeout)
+				defer cancel()
 				_, err := store.Allow(ctx, "k", p, 1)
 				return err
 			})
