@@ -116,35 +116,47 @@ func (cfg RateLimitConfig) ToStep() (Step, error) {
 type rateLimiter struct {
 	cfg RateLimitConfig
 
-	mu   sync.RWMutex
-	keys map[keyOf][2]string
+	mu     sync.RWMutex
+	keys   map[*Principal]map[routeOf][2]string
+	cached int
 }
 
-// keyOf names a principal's buckets on a route.
-type keyOf struct{ id, method, route string }
+// routeOf names a route by method and pattern.
+type routeOf struct{ method, route string }
 
-// maxCachedKeys bounds the cache of bucket keys: principals x routes.
-const maxCachedKeys = 1 << 16
+// maxCachedKeys bounds the cache of bucket keys (principals x routes):
+// about 40 MB at most.
+const maxCachedKeys = 1 << 18
 
 // keysFor returns the request and token bucket keys of a principal on a
-// route, built once and then cached, so a request allocates none.
-func (rl *rateLimiter) keysFor(id, method, route string) [2]string {
-	k := keyOf{id, method, route}
+// route, built once and then cached by principal, so a request allocates
+// none and finds them with a pointer's hash.
+func (rl *rateLimiter) keysFor(p *Principal, method, route string) [2]string {
+	r := routeOf{method, route}
 	rl.mu.RLock()
-	keys, ok := rl.keys[k]
+	keys, ok := rl.keys[p][r]
 	rl.mu.RUnlock()
 	if ok {
 		return keys
 	}
-	keys = [2]string{LimitKey(id, method, route, false), LimitKey(id, method, route, true)}
+	keys = [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}
 	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.cached >= maxCachedKeys {
+		return keys
+	}
 	if rl.keys == nil {
-		rl.keys = map[keyOf][2]string{}
+		rl.keys = map[*Principal]map[routeOf][2]string{}
 	}
-	if len(rl.keys) < maxCachedKeys {
-		rl.keys[k] = keys
+	routes := rl.keys[p]
+	if routes == nil {
+		routes = map[routeOf][2]string{}
+		rl.keys[p] = routes
 	}
-	rl.mu.Unlock()
+	if _, dup := routes[r]; !dup {
+		routes[r] = keys
+		rl.cached++
+	}
 	return keys
 }
 
@@ -161,7 +173,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	route := c.Path()
 	method := c.Request().Method
 	ctx := c.Request().Context()
-	keys := rl.keysFor(p.ID, method, route)
+	keys := rl.keysFor(p, method, route)
 
 	var reqOut, tokOut ratelimit.Outcome
 	var reqPtr, tokPtr *ratelimit.Outcome
