@@ -122,15 +122,11 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 				return nil, fmt.Errorf("gatekit: %w", err)
 			}
 		}
-		fail := middleware.FailClosed
-		if cfg.RateLimit.Fail == "open" {
-			fail = middleware.FailOpen
-		}
 		g.limitsR = newLimitResolver(cfg)
 		limit, err := middleware.RateLimitConfig{
 			Limiter:   g.limiter,
 			LimitsFor: g.limitsR.limitsFor,
-			Fail:      fail,
+			Fail:      failMode(cfg.RateLimit.Fail),
 			Metrics:   g.metrics,
 			Logger:    cfg.Logger,
 		}.ToStep()
@@ -192,10 +188,6 @@ func (g *Gate) budgetMiddleware(cfg Config) (middleware.Step, error) {
 			return nil, fmt.Errorf("gatekit: %w", err)
 		}
 	}
-	fail := middleware.FailClosed
-	if cfg.Budgets.Fail == "open" {
-		fail = middleware.FailOpen
-	}
 	prices := pricing(cfg)
 	mw, err := middleware.BudgetConfig{
 		Ledger:    g.ledger,
@@ -203,7 +195,7 @@ func (g *Gate) budgetMiddleware(cfg Config) (middleware.Step, error) {
 		Estimate:  prices.Estimate,
 		Cost:      prices.Cost,
 		OnSettle:  cfg.OnSettle,
-		Fail:      fail,
+		Fail:      failMode(cfg.Budgets.Fail),
 		Metrics:   g.metrics,
 		Logger:    cfg.Logger,
 	}.ToStep()
@@ -227,10 +219,6 @@ func (g *Gate) idempotencyMiddleware(cfg Config) (middleware.Step, error) {
 	for _, r := range cfg.Idempotency.Routes {
 		routes.put(r, true)
 	}
-	fail := middleware.FailClosed
-	if cfg.Idempotency.Fail == "open" {
-		fail = middleware.FailOpen
-	}
 	mw, err := middleware.IdempotencyConfig{
 		Skipper: func(c echo.Context) bool {
 			ok, _ := routes.get(c.Request().Method, c.Path())
@@ -240,7 +228,7 @@ func (g *Gate) idempotencyMiddleware(cfg Config) (middleware.Step, error) {
 		TTL:          cfg.Idempotency.TTL,
 		Lease:        cfg.Idempotency.Lease,
 		MaxBodyBytes: int(cfg.Idempotency.MaxBody),
-		Fail:         fail,
+		Fail:         failMode(cfg.Idempotency.Fail),
 		Logger:       cfg.Logger,
 	}.ToStep()
 	if err != nil {
@@ -288,4 +276,12 @@ func (rl routeLimits) limitFor(c echo.Context) int64 {
 		return l
 	}
 	return rl.fallback
+}
+
+// failMode reads a configuration's fail setting: "open", or closed.
+func failMode(s string) middleware.FailMode {
+	if s == "open" {
+		return middleware.FailOpen
+	}
+	return middleware.FailClosed
 }
