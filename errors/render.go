@@ -76,7 +76,12 @@ func SetHeaders(h http.Header, e *Error) {
 // setHeaders writes SetHeaders' headers, and Content-Type and X-Request-Id
 // when given, with one allocation for all the value slices.
 func setHeaders(h http.Header, e *Error, contentType, requestID string) {
-	vals := make([]string, 0, 5)
+	putHeaders(h, e, contentType, requestID, make([]string, 0, 5))
+}
+
+// putHeaders is setHeaders with the value slices cut from vals, which must
+// have room for 5. The two Retry-After values share one string.
+func putHeaders(h http.Header, e *Error, contentType, requestID string, vals []string) {
 	put := func(key, v string) {
 		vals = append(vals, v)
 		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
@@ -87,8 +92,13 @@ func setHeaders(h http.Header, e *Error, contentType, requestID string) {
 		put("X-Should-Retry", "false")
 	}
 	if d := e.RetryHint(); d > 0 {
-		put("Retry-After", strconv.FormatInt(Seconds(d), 10))
-		put("Retry-After-Ms", strconv.FormatInt(Milliseconds(d), 10))
+		var buf [40]byte
+		b := strconv.AppendInt(buf[:0], Seconds(d), 10)
+		n := len(b)
+		b = strconv.AppendInt(b, Milliseconds(d), 10)
+		s := string(b)
+		put("Retry-After", s[:n])
+		put("Retry-After-Ms", s[n:])
 	}
 	if contentType != "" {
 		put("Content-Type", contentType)
@@ -98,11 +108,19 @@ func setHeaders(h http.Header, e *Error, contentType, requestID string) {
 	}
 }
 
+// response is the space Write allocates once: the header value slices and
+// room for a typical body.
+type response struct {
+	vals [5]string
+	body [384]byte
+}
+
 // Write renders e to w in shape s: headers, status and, except for HEAD
 // requests, the body. It is for servers that do not use Echo; Echo services
 // get the same through middleware.ErrorHandler.
 func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
-	setHeaders(w.Header(), e, s.ContentType(), m.RequestID)
+	space := &response{}
+	putHeaders(w.Header(), e, s.ContentType(), m.RequestID, space.vals[:0])
 	if m.Path == "" && r != nil && r.URL != nil {
 		m.Path = r.URL.Path
 	}
@@ -110,7 +128,7 @@ func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
 	if r != nil && r.Method == http.MethodHead {
 		return
 	}
-	_, _ = w.Write(s.AppendBody(make([]byte, 0, 256+len(e.Message)+len(e.Param)), e, m))
+	_, _ = w.Write(s.AppendBody(space.body[:0], e, m))
 }
 
 // AppendBody appends e, rendered in shape s, to dst and returns the result.
