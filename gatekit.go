@@ -124,11 +124,12 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		}
 		g.limitsR = newLimitResolver(cfg)
 		limit, err := middleware.RateLimitConfig{
-			Limiter:   g.limiter,
-			LimitsFor: g.limitsR.limitsFor,
-			Fail:      failMode(cfg.RateLimit.Fail),
-			Metrics:   g.metrics,
-			Logger:    cfg.Logger,
+			Limiter:      g.limiter,
+			LimitsFor:    g.limitsR.limitsFor,
+			StaticLimits: true,
+			Fail:         failMode(cfg.RateLimit.Fail),
+			Metrics:      g.metrics,
+			Logger:       cfg.Logger,
 		}.ToStep()
 		if err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)

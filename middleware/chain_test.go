@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatekit/gatekit/middleware"
+	"github.com/gatekit/gatekit/ratelimit"
 )
 
 func TestChainRunsStepsInOrderAndShortCircuits(t *testing.T) {
@@ -102,5 +103,49 @@ func TestChainAllocatesOncePerRequest(t *testing.T) {
 	}
 	if a1, a5 := allocs(one), allocs(five); a5 != a1 {
 		t.Fatalf("five steps allocate %.0f per request, one step %.0f: steps must not allocate", a5, a1)
+	}
+}
+
+func TestStaticLimitsAreAskedOncePerPrincipalAndRoute(t *testing.T) {
+	keys := middleware.NewStaticKeys()
+	for _, k := range []string{"sk-a", "sk-b"} {
+		if err := keys.Add(k, &middleware.Principal{ID: k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limiter, _ := ratelimit.NewMemory(nil)
+	policy := ratelimit.PerMinute(100)
+	for _, static := range []bool{true, false} {
+		asked := 0
+		auth, _ := middleware.AuthConfig{Keys: keys}.ToStep()
+		limit, err := middleware.RateLimitConfig{Limiter: limiter, StaticLimits: static,
+			LimitsFor: func(echo.Context, *middleware.Principal) middleware.Limits {
+				asked++
+				return middleware.Limits{Requests: &policy}
+			}}.ToStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, _ := middleware.Chain(auth, limit)
+		e := echo.New()
+		e.Use(chain)
+		e.GET("/a", func(c echo.Context) error { return c.NoContent(204) })
+		e.GET("/b", func(c echo.Context) error { return c.NoContent(204) })
+		for range 3 {
+			for _, key := range []string{"sk-a", "sk-b"} {
+				for _, path := range []string{"/a", "/b"} {
+					req := httptest.NewRequest("GET", path, nil)
+					req.Header.Set("Authorization", "Bearer "+key)
+					rec := httptest.NewRecorder()
+					e.ServeHTTP(rec, req)
+					if rec.Code != 204 || rec.Header().Get("X-Ratelimit-Limit-Requests") != "100" {
+						t.Fatalf("%d %v", rec.Code, rec.Header())
+					}
+				}
+			}
+		}
+		if want := map[bool]int{true: 4, false: 12}[static]; asked != want {
+			t.Errorf("StaticLimits %v: LimitsFor asked %d times, want %d", static, asked, want)
+		}
 	}
 }

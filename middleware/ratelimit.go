@@ -60,6 +60,12 @@ type RateLimitConfig struct {
 	// LimitsFor returns the limits of a request made by p (never nil).
 	// Default: p.Limits.
 	LimitsFor func(c echo.Context, p *Principal) Limits
+	// StaticLimits promises that LimitsFor's answer depends only on the
+	// principal and the route (method and pattern) and never changes: it is
+	// then asked once per principal and route, and the answer kept.
+	// Default: false, LimitsFor is asked on every request. Mount sets it
+	// for its configuration's limits.
+	StaticLimits bool
 	// Fail is what happens when the Limiter fails. Default: FailClosed.
 	Fail FailMode
 	// Metrics, when set, counts decisions, store errors and store latency.
@@ -117,8 +123,15 @@ type rateLimiter struct {
 	cfg RateLimitConfig
 
 	mu     sync.RWMutex
-	keys   map[*Principal]map[routeOf][2]string
+	routes map[*Principal]map[routeOf]*routeEntry
 	cached int
+}
+
+// routeEntry is what the middleware keeps of a principal on a route: its
+// bucket keys and, with StaticLimits, its limits.
+type routeEntry struct {
+	keys   [2]string
+	limits Limits
 }
 
 // routeOf names a route by method and pattern.
@@ -128,36 +141,40 @@ type routeOf struct{ method, route string }
 // about 40 MB at most.
 const maxCachedKeys = 1 << 18
 
-// keysFor returns the request and token bucket keys of a principal on a
-// route, built once and then cached by principal, so a request allocates
-// none and finds them with a pointer's hash.
-func (rl *rateLimiter) keysFor(p *Principal, method, route string) [2]string {
+// entryFor returns the bucket keys (and, with StaticLimits, the limits)
+// of a principal on a route, made once and then cached by principal, so a
+// request allocates none and finds them with a pointer's hash.
+func (rl *rateLimiter) entryFor(c echo.Context, p *Principal, method, route string) *routeEntry {
 	r := routeOf{method, route}
 	rl.mu.RLock()
-	keys, ok := rl.keys[p][r]
+	e, ok := rl.routes[p][r]
 	rl.mu.RUnlock()
 	if ok {
-		return keys
+		return e
 	}
-	keys = [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}
+	e = &routeEntry{keys: [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}}
+	if rl.cfg.StaticLimits {
+		e.limits = rl.cfg.LimitsFor(c, p)
+	}
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	if rl.cached >= maxCachedKeys {
-		return keys
+		return e
 	}
-	if rl.keys == nil {
-		rl.keys = map[*Principal]map[routeOf][2]string{}
+	if rl.routes == nil {
+		rl.routes = map[*Principal]map[routeOf]*routeEntry{}
 	}
-	routes := rl.keys[p]
+	routes := rl.routes[p]
 	if routes == nil {
-		routes = map[routeOf][2]string{}
-		rl.keys[p] = routes
+		routes = map[routeOf]*routeEntry{}
+		rl.routes[p] = routes
 	}
-	if _, dup := routes[r]; !dup {
-		routes[r] = keys
-		rl.cached++
+	if old, dup := routes[r]; dup {
+		return old
 	}
-	return keys
+	routes[r] = e
+	rl.cached++
+	return e
 }
 
 // serve runs one request through its limits.
@@ -166,14 +183,18 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	if p == nil {
 		return next(c)
 	}
-	lim := rl.cfg.LimitsFor(c, p)
+	route := c.Path()
+	method := c.Request().Method
+	entry := rl.entryFor(c, p, method, route)
+	lim := entry.limits
+	if !rl.cfg.StaticLimits {
+		lim = rl.cfg.LimitsFor(c, p)
+	}
 	if lim.Requests == nil && lim.Tokens == nil {
 		return next(c)
 	}
-	route := c.Path()
-	method := c.Request().Method
 	ctx := c.Request().Context()
-	keys := rl.keysFor(p, method, route)
+	keys := entry.keys
 
 	var reqOut, tokOut ratelimit.Outcome
 	var reqPtr, tokPtr *ratelimit.Outcome
