@@ -114,7 +114,8 @@ func (cfg BudgetConfig) ToStep() (Step, error) {
 }
 
 type budgeter struct {
-	cfg BudgetConfig
+	cfg      BudgetConfig
+	failures storeFailureLog
 }
 
 // budgetHold is the request's live hold, kept in its state so that
@@ -142,7 +143,7 @@ func (b *budgeter) serve(c echo.Context, next echo.HandlerFunc) (err error) {
 	ctx := c.Request().Context()
 	res, err := b.cfg.Ledger.Hold(ctx, scopes, estimate)
 	if err != nil {
-		b.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "budget: hold failed", slog.String("request_id", GetRequestID(c)),
+		b.failures.warn(ctx, b.cfg.Logger, "budget: hold failed", slog.String("request_id", GetRequestID(c)),
 			slog.String("principal", p.ID), slog.String("error", err.Error()))
 		if m := b.cfg.Metrics; m != nil {
 			m.budgetError()

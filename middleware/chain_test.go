@@ -1,6 +1,9 @@
 package middleware_test
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -148,4 +151,42 @@ func TestStaticLimitsAreAskedOncePerPrincipalAndRoute(t *testing.T) {
 			t.Errorf("StaticLimits %v: LimitsFor asked %d times, want %d", static, asked, want)
 		}
 	}
+}
+
+func TestStoreFailuresAreLoggedAtMostOnceASecond(t *testing.T) {
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	keys := middleware.NewStaticKeys()
+	_ = keys.Add("sk-a", &middleware.Principal{ID: "a"})
+	policy := ratelimit.PerMinute(100)
+	auth, _ := middleware.AuthConfig{Keys: keys}.ToStep()
+	limit, _ := middleware.RateLimitConfig{Limiter: failingLimiter{}, Fail: middleware.FailOpen, Logger: logger,
+		LimitsFor: func(echo.Context, *middleware.Principal) middleware.Limits { return middleware.Limits{Requests: &policy} }}.ToStep()
+	chain, _ := middleware.Chain(auth, limit)
+	e := echo.New()
+	e.Use(chain)
+	e.GET("/", func(c echo.Context) error { return c.NoContent(204) })
+	for range 50 {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("Authorization", "Bearer sk-a")
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != 204 {
+			t.Fatalf("fail open: %d", rec.Code)
+		}
+	}
+	if n := strings.Count(logs.String(), "rate limit: store failed"); n != 1 {
+		t.Fatalf("%d log lines for 50 failures in well under a second:\n%s", n, logs.String())
+	}
+}
+
+// failingLimiter is a Limiter whose backend is always down.
+type failingLimiter struct{}
+
+func (failingLimiter) Allow(context.Context, string, ratelimit.Policy, int64) (ratelimit.Decision, error) {
+	return ratelimit.Decision{}, errors.New("connection refused")
+}
+
+func (failingLimiter) Charge(context.Context, string, ratelimit.Policy, int64) (ratelimit.Decision, error) {
+	return ratelimit.Decision{}, errors.New("connection refused")
 }

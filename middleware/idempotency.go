@@ -97,16 +97,17 @@ func (cfg IdempotencyConfig) ToStep() (Step, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	failures := new(storeFailureLog)
 	return func(c echo.Context, next echo.HandlerFunc) error {
 		key := c.Request().Header.Get(HeaderIdempotencyKey)
 		if key == "" || cfg.Skipper(c) {
 			return next(c)
 		}
-		return cfg.serve(c, next, key)
+		return cfg.serve(c, next, key, failures)
 	}, nil
 }
 
-func (cfg IdempotencyConfig) serve(c echo.Context, next echo.HandlerFunc, key string) error {
+func (cfg IdempotencyConfig) serve(c echo.Context, next echo.HandlerFunc, key string, failures *storeFailureLog) error {
 	if len(key) > MaxIdempotencyKeyLength {
 		return apierrors.InvalidArgument(HeaderIdempotencyKey, fmt.Sprintf("Invalid 'Idempotency-Key': at most %d characters, got %d.", MaxIdempotencyKeyLength, len(key)))
 	}
@@ -125,7 +126,7 @@ func (cfg IdempotencyConfig) serve(c echo.Context, next echo.HandlerFunc, key st
 	ctx := req.Context()
 	begin, err := cfg.Store.Begin(ctx, scoped, fp, cfg.Lease)
 	if err != nil {
-		cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: store failed", slog.String("request_id", GetRequestID(c)), slog.String("error", err.Error()))
+		failures.warn(ctx, cfg.Logger, "idempotency: store failed", slog.String("request_id", GetRequestID(c)), slog.String("error", err.Error()))
 		if cfg.Fail == FailOpen {
 			return next(c)
 		}

@@ -125,6 +125,8 @@ type rateLimiter struct {
 	mu     sync.RWMutex
 	routes map[*Principal]map[routeOf]*routeEntry
 	cached int
+
+	failures storeFailureLog
 }
 
 // routeEntry is what the middleware keeps of a principal on a route: its
@@ -265,7 +267,7 @@ func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key str
 		if m != nil {
 			m.decision(method, route, limit, outcomeError)
 		}
-		rl.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "rate limit: store failed",
+		rl.failures.warn(ctx, rl.cfg.Logger, "rate limit: store failed",
 			slog.String("method", method), slog.String("route", route), slog.String("limit", limit), slog.String("error", err.Error()))
 		if rl.cfg.Fail == FailOpen {
 			return d, false, nil
