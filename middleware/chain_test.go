@@ -161,7 +161,9 @@ func TestStoreFailuresAreLoggedAtMostOnceASecond(t *testing.T) {
 	policy := ratelimit.PerMinute(100)
 	auth, _ := middleware.AuthConfig{Keys: keys}.ToStep()
 	limit, _ := middleware.RateLimitConfig{Limiter: failingLimiter{}, Fail: middleware.FailOpen, Logger: logger,
-		LimitsFor: func(echo.Context, *middleware.Principal) middleware.Limits { return middleware.Limits{Requests: &policy} }}.ToStep()
+		LimitsFor: func(echo.Context, *middleware.Principal) middleware.Limits {
+			return middleware.Limits{Requests: &policy}
+		}}.ToStep()
 	chain, _ := middleware.Chain(auth, limit)
 	e := echo.New()
 	e.Use(chain)
