@@ -96,15 +96,23 @@ func TestChainAllocatesOncePerRequest(t *testing.T) {
 	noop := func(c echo.Context, next echo.HandlerFunc) error { return next(c) }
 	one, _ := middleware.Chain(noop)
 	five, _ := middleware.Chain(noop, noop, noop, noop, noop)
+	// The fewest allocations over a few rounds: the runtime sometimes
+	// allocates on its own (a sync.Pool emptied by a GC), never less.
 	allocs := func(mw echo.MiddlewareFunc) float64 {
 		e := echo.New()
 		e.Use(mw)
 		e.GET("/", func(c echo.Context) error { return c.NoContent(204) })
 		req := httptest.NewRequest("GET", "/", nil)
 		w := httptest.NewRecorder()
-		return testing.AllocsPerRun(200, func() { e.ServeHTTP(w, req) })
+		least := -1.0
+		for range 5 {
+			if a := testing.AllocsPerRun(500, func() { e.ServeHTTP(w, req) }); least < 0 || a < least {
+				least = a
+			}
+		}
+		return least
 	}
-	if a1, a5 := allocs(one), allocs(five); a5 != a1 {
+	if a1, a5 := allocs(one), allocs(five); a5 > a1 {
 		t.Fatalf("five steps allocate %.0f per request, one step %.0f: steps must not allocate", a5, a1)
 	}
 }
