@@ -133,7 +133,7 @@ func rateLimited(keys *Keys, limiter ratelimit.Limiter) ([]echo.MiddlewareFunc, 
 	if err != nil {
 		return nil, err
 	}
-	limit, err := middleware.RateLimitConfig{Limiter: limiter, Logger: discardLogger()}.ToStep()
+	limit, err := middleware.RateLimitConfig{Limiter: limiter, Logger: discardLogger(), StaticLimits: true}.ToStep()
 	if err != nil {
 		return nil, err
 	}

@@ -130,10 +130,12 @@ type rateLimiter struct {
 }
 
 // routeEntry is what the middleware keeps of a principal on a route: its
-// bucket keys and, with StaticLimits, its limits.
+// bucket keys and, with StaticLimits, its limits and their policy-only
+// header values.
 type routeEntry struct {
-	keys   [2]string
-	limits Limits
+	keys    [2]string
+	limits  Limits
+	headers *ratelimit.PolicyHeaders
 }
 
 // routeOf names a route by method and pattern.
@@ -157,6 +159,7 @@ func (rl *rateLimiter) entryFor(c echo.Context, p *Principal, method, route stri
 	e = &routeEntry{keys: [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}}
 	if rl.cfg.StaticLimits {
 		e.limits = rl.cfg.LimitsFor(c, p)
+		e.headers = ratelimit.NewPolicyHeaders(e.limits.Requests, e.limits.Tokens)
 	}
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
@@ -219,10 +222,14 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 			tokOut, tokPtr = ratelimit.Outcome{Policy: *lim.Tokens, Decision: d}, &tokOut
 		}
 	}
+	var scratch []string
 	if cc, ok := c.(*chainContext); ok {
-		ratelimit.SetHeadersScratch(c.Response().Header(), reqPtr, tokPtr, cc.state.headers[:])
+		scratch = cc.state.headers[:]
+	}
+	if entry.headers != nil {
+		entry.headers.Set(c.Response().Header(), reqPtr, tokPtr, scratch)
 	} else {
-		ratelimit.SetHeaders(c.Response().Header(), reqPtr, tokPtr)
+		ratelimit.SetHeadersScratch(c.Response().Header(), reqPtr, tokPtr, scratch)
 	}
 	denied := (reqPtr != nil && !reqOut.Decision.Allowed) || (tokPtr != nil && !tokOut.Decision.Allowed)
 	if denied && rl.cfg.Metrics != nil {

@@ -184,3 +184,99 @@ func formatDuration(b []byte, d time.Duration) []byte {
 	}
 	return append(b, 's')
 }
+
+// PolicyHeaders holds the header values that depend only on the policies
+// (the limits and RateLimit-Policy), formatted once, so that a response
+// writes only its remaining counts and reset times. It is immutable and
+// safe for concurrent use.
+type PolicyHeaders struct {
+	requests, tokens *Policy
+	limits           [2]string
+	policy           string
+}
+
+// NewPolicyHeaders formats the policy-only header values of requests and
+// tokens (either may be nil).
+func NewPolicyHeaders(requests, tokens *Policy) *PolicyHeaders {
+	ph := &PolicyHeaders{}
+	var req, tok *Outcome
+	if requests != nil {
+		p := *requests
+		ph.requests, req = &p, &Outcome{Policy: p}
+		ph.limits[0] = strconv.FormatInt(p.Limit, 10)
+	}
+	if tokens != nil {
+		p := *tokens
+		ph.tokens, tok = &p, &Outcome{Policy: p}
+		ph.limits[1] = strconv.FormatInt(p.Limit, 10)
+	}
+	ph.policy = string(appendItems(nil, req, tok, true))
+	return ph
+}
+
+// Set writes the same headers as SetHeadersScratch. Outcomes of other
+// policies than ph's are written by SetHeadersScratch itself.
+func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, scratch []string) {
+	if !samePolicy(ph.requests, requests) || !samePolicy(ph.tokens, tokens) {
+		SetHeadersScratch(h, requests, tokens, scratch)
+		return
+	}
+	if requests == nil && tokens == nil {
+		return
+	}
+	var buf [128]byte
+	var ends [5]int
+	b := buf[:0]
+	n := 0
+	for _, o := range [2]*Outcome{requests, tokens} {
+		if o == nil {
+			continue
+		}
+		b = strconv.AppendInt(b, o.Decision.Remaining, 10)
+		ends[n] = len(b)
+		b = appendDuration(b, o.Decision.ResetAfter)
+		ends[n+1] = len(b)
+		n += 2
+	}
+	b = appendItems(b, requests, tokens, false)
+	ends[n] = len(b)
+	s := string(b)
+	vals := scratch
+	if len(vals) < 8 {
+		vals = make([]string, 8)
+	}
+	// vals: limit, remaining, reset per outcome, then policy and RateLimit.
+	i, j, start := 0, 0, 0
+	cut := func() string {
+		v := s[start:ends[j]]
+		start = ends[j]
+		j++
+		return v
+	}
+	if requests != nil {
+		vals[0], vals[1], vals[2] = ph.limits[0], cut(), cut()
+		h[HeaderLimitRequests] = vals[0:1:1]
+		h[HeaderRemainingRequests] = vals[1:2:2]
+		h[HeaderResetRequests] = vals[2:3:3]
+		i = 3
+	}
+	if tokens != nil {
+		vals[i], vals[i+1], vals[i+2] = ph.limits[1], cut(), cut()
+		h[HeaderLimitTokens] = vals[i : i+1 : i+1]
+		h[HeaderRemainingTokens] = vals[i+1 : i+2 : i+2]
+		h[HeaderResetTokens] = vals[i+2 : i+3 : i+3]
+		i += 3
+	}
+	vals[i], vals[i+1] = ph.policy, cut()
+	h[HeaderPolicy] = vals[i : i+1 : i+1]
+	h[HeaderRateLimit] = vals[i+1 : i+2 : i+2]
+}
+
+// samePolicy reports whether an outcome is of policy p (both absent
+// counts as the same).
+func samePolicy(p *Policy, o *Outcome) bool {
+	if p == nil || o == nil {
+		return p == nil && o == nil
+	}
+	return *p == o.Policy
+}

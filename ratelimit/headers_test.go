@@ -77,3 +77,52 @@ func BenchmarkSetHeaders(b *testing.B) {
 		ratelimit.SetHeaders(h, o, nil)
 	}
 }
+
+func TestPolicyHeadersWriteWhatSetHeadersWrites(t *testing.T) {
+	rpm, tpm := ratelimit.PerMinute(600), ratelimit.PerHour(1_000_000).WithBurst(50_000)
+	other := ratelimit.PerSecond(3)
+	out := func(p ratelimit.Policy, rem int64, reset time.Duration) *ratelimit.Outcome {
+		return &ratelimit.Outcome{Policy: p, Decision: ratelimit.Decision{Limit: p.Limit, Remaining: rem, ResetAfter: reset}}
+	}
+	for _, tc := range []struct {
+		name     string
+		phReq    *ratelimit.Policy
+		phTok    *ratelimit.Policy
+		req, tok *ratelimit.Outcome
+	}{
+		{"requests", &rpm, nil, out(rpm, 599, 100*time.Millisecond), nil},
+		{"tokens", nil, &tpm, nil, out(tpm, 12, 6*time.Minute)},
+		{"both", &rpm, &tpm, out(rpm, 0, time.Minute), out(tpm, 49_999, 1500*time.Millisecond)},
+		{"another policy", &rpm, nil, out(other, 1, time.Second), nil},
+		{"fewer outcomes", &rpm, &tpm, out(rpm, 3, time.Second), nil},
+	} {
+		want, got := http.Header{}, http.Header{}
+		ratelimit.SetHeaders(want, tc.req, tc.tok)
+		ratelimit.NewPolicyHeaders(tc.phReq, tc.phTok).Set(got, tc.req, tc.tok, make([]string, 8))
+		if len(got) != len(want) {
+			t.Fatalf("%s: %v, want %v", tc.name, got, want)
+		}
+		for k := range want {
+			if got.Get(k) != want.Get(k) {
+				t.Errorf("%s: %s = %q, want %q", tc.name, k, got.Get(k), want.Get(k))
+			}
+		}
+	}
+	ph := ratelimit.NewPolicyHeaders(&rpm, nil)
+	h, scratch := http.Header{}, make([]string, 8)
+	o := out(rpm, 321, 27*time.Second)
+	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, scratch) }); n > 1 {
+		t.Fatalf("Set allocates %.0f times, want at most 1", n)
+	}
+}
+
+func BenchmarkPolicyHeadersSet(b *testing.B) {
+	p := ratelimit.PerMinute(600)
+	ph := ratelimit.NewPolicyHeaders(&p, nil)
+	h, scratch := http.Header{}, make([]string, 8)
+	o := &ratelimit.Outcome{Policy: p, Decision: ratelimit.Decision{Allowed: true, Limit: 600, Remaining: 321, ResetAfter: 27 * time.Second}}
+	b.ReportAllocs()
+	for b.Loop() {
+		ph.Set(h, o, nil, scratch)
+	}
+}
