@@ -35,8 +35,11 @@ type MemoryConfig struct {
 	// untracked one, so eviction loses nothing unless more keys than
 	// MaxKeys are active at once, and then it errs on the side of allowing.
 	MaxKeys int
-	// Now is the clock; default time.Now. Decisions use it to the
-	// millisecond.
+	// Now is the clock. Decisions use it to the millisecond. By default
+	// the Memory reads the monotonic clock, counting from time.Now at
+	// NewMemory: it agrees with time.Now until the wall clock is stepped
+	// (by NTP, say), and unlike time.Now it never jumps with it, so a step
+	// neither refills nor drains any bucket.
 	Now func() time.Time
 }
 
@@ -47,7 +50,9 @@ type MemoryConfig struct {
 // of 64. Memory is safe for concurrent use. It does no I/O and never fails
 // for a valid request; the ctx argument of its methods is unused.
 type Memory struct {
-	now    func() time.Time
+	now    func() time.Time // nil: the monotonic clock from start
+	start  time.Time        // time.Now at NewMemory, with its monotonic reading
+	startN int64            // start.UnixNano()
 	seed   maphash.Seed
 	shards []memoryShard
 }
@@ -87,11 +92,12 @@ func NewMemory(cfg *MemoryConfig) (*Memory, error) {
 	if c.MaxKeys == 0 {
 		c.MaxKeys = DefaultMaxKeys
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
 	n := min(memoryShards, c.MaxKeys)
 	m := &Memory{now: c.Now, seed: maphash.MakeSeed(), shards: make([]memoryShard, n)}
+	if m.now == nil {
+		m.start = time.Now()
+		m.startN = m.start.UnixNano()
+	}
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.index = make(map[string]int32)
@@ -133,7 +139,7 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 	if err != nil {
 		return Decision{}, err
 	}
-	now := m.now().UnixMilli()
+	now := m.nowMilli()
 	s := &m.shards[maphash.String(m.seed, key)%uint64(len(m.shards))]
 
 	s.mu.Lock()
@@ -160,6 +166,16 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 		ResetAfter: time.Duration(r.ResetAfter) * time.Millisecond,
 		RetryAfter: time.Duration(r.RetryAfter) * time.Millisecond,
 	}, nil
+}
+
+// nowMilli returns the current Unix time in milliseconds. Without a
+// configured clock it reads only the monotonic clock: time.Since on a Time
+// with a monotonic reading is a single clock read, where time.Now is two.
+func (m *Memory) nowMilli() int64 {
+	if m.now != nil {
+		return m.now().UnixMilli()
+	}
+	return (m.startN + int64(time.Since(m.start))) / int64(time.Millisecond)
 }
 
 // insert adds key, evicting another key if the shard is full. s.mu is held.

@@ -38,6 +38,20 @@ func TestNewMemoryRejectsNegativeMaxKeys(t *testing.T) {
 	}
 }
 
+func TestMemoryDefaultClockMeasuresElapsedTime(t *testing.T) {
+	m := newMemory(t, nil)
+	ctx := context.Background()
+	p := ratelimit.PerHour(1)
+	d, err := m.Allow(ctx, "k", p, 1)
+	if err != nil || !d.Allowed || d.ResetAfter != time.Hour {
+		t.Fatalf("first request: %+v, %v; want allowed, full again in an hour", d, err)
+	}
+	d, err = m.Allow(ctx, "k", p, 1)
+	if err != nil || d.Allowed || d.RetryAfter > time.Hour || d.RetryAfter < 59*time.Minute {
+		t.Fatalf("second request: %+v, %v; want denied, retry in just under an hour", d, err)
+	}
+}
+
 func TestMemoryDecisionsOnATrackedKeyAllocateNothing(t *testing.T) {
 	clock := ratelimittest.NewClock(ratelimittest.Epoch())
 	m := newMemory(t, &ratelimit.MemoryConfig{Now: clock.Now})
