@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -67,12 +68,20 @@ type Memory struct {
 var _ Limiter = (*Memory)(nil)
 
 type memoryShard struct {
-	mu      sync.Mutex
-	index   map[string]int32 // key -> position in entries
+	mu sync.Mutex
+	// slots indexes entries by key hash: an open-addressing table with
+	// linear probing, a power of two long and at most 3/4 full. A slot is 0
+	// when empty, else the high 32 bits of the key's hash (which also pick
+	// the slot to start probing from) above the entry's position + 1. A
+	// matching hash is only a candidate: the key itself is compared.
+	slots   []uint64
 	entries []memoryEntry
 	max     int
-	_       [80]byte // keep shards on separate cache lines
+	_       [64]byte // keep shards on separate cache lines
 }
+
+// memoryMinSlots is the length of a shard's table before it grows.
+const memoryMinSlots = 8
 
 type memoryEntry struct {
 	key    string
@@ -100,11 +109,12 @@ func NewMemory(cfg *MemoryConfig) (*Memory, error) {
 	}
 	for i := range m.shards {
 		s := &m.shards[i]
-		s.index = make(map[string]int32)
+		s.slots = make([]uint64, memoryMinSlots)
 		s.max = c.MaxKeys / n
 		if i < c.MaxKeys%n {
 			s.max++
 		}
+		s.max = min(s.max, math.MaxInt32) // positions must fit a slot
 	}
 	return m, nil
 }
@@ -140,21 +150,25 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 		return Decision{}, err
 	}
 	now := m.nowMilli()
-	s := &m.shards[maphash.String(m.seed, key)%uint64(len(m.shards))]
+	// One hash serves both to pick the shard (low half) and to find the
+	// key in it (high half).
+	h := maphash.String(m.seed, key)
+	s := &m.shards[uint64(uint32(h))*uint64(len(m.shards))>>32]
+	tag := uint32(h >> 32)
 
 	s.mu.Lock()
-	i, tracked := s.index[key]
+	i := s.find(key, tag)
 	var st *bucket.State
-	if tracked {
+	if i >= 0 {
 		st = &s.entries[i].state
 	}
 	r := bucket.Decide(st, prm, now, op, n)
 	if r.Write {
-		if tracked {
+		if i >= 0 {
 			e := &s.entries[i]
 			e.state, e.fullAt = r.State, r.FullAt
 		} else {
-			s.insert(key, r.State, r.FullAt, now)
+			m.insert(s, key, tag, r.State, r.FullAt, now)
 		}
 	}
 	s.mu.Unlock()
@@ -178,13 +192,34 @@ func (m *Memory) nowMilli() int64 {
 	return (m.startN + int64(time.Since(m.start))) / int64(time.Millisecond)
 }
 
-// insert adds key, evicting another key if the shard is full. s.mu is held.
-func (s *memoryShard) insert(key string, st bucket.State, fullAt, now int64) {
+// find returns the position in s.entries of key, whose hash has tag as its
+// high half, or -1 if the shard does not hold key. s.mu is held.
+func (s *memoryShard) find(key string, tag uint32) int {
+	mask := uint32(len(s.slots) - 1)
+	for i := tag & mask; ; i = (i + 1) & mask {
+		v := s.slots[i]
+		if v == 0 {
+			return -1
+		}
+		if uint32(v>>32) == tag {
+			if j := int(uint32(v) - 1); s.entries[j].key == key {
+				return j
+			}
+		}
+	}
+}
+
+// insert adds key, whose hash has tag as its high half, evicting another key
+// if the shard is full. s.mu is held.
+func (m *Memory) insert(s *memoryShard, key string, tag uint32, st bucket.State, fullAt, now int64) {
 	// Copy the key so that a key sliced from a larger buffer (a request
 	// body, say) does not keep the whole buffer alive.
 	e := memoryEntry{key: strings.Clone(key), state: st, fullAt: fullAt}
 	if len(s.entries) < s.max {
-		s.index[e.key] = int32(len(s.entries))
+		if 4*(len(s.entries)+1) > 3*len(s.slots) {
+			s.grow()
+		}
+		s.put(uint64(tag)<<32 | uint64(len(s.entries)+1))
 		s.entries = append(s.entries, e)
 		return
 	}
@@ -197,7 +232,48 @@ func (s *memoryShard) insert(key string, st bucket.State, fullAt, now int64) {
 			victim = j
 		}
 	}
-	delete(s.index, s.entries[victim].key)
+	s.remove(uint64(maphash.String(m.seed, s.entries[victim].key)>>32<<32) | uint64(victim+1))
 	s.entries[victim] = e
-	s.index[e.key] = int32(victim)
+	s.put(uint64(tag)<<32 | uint64(victim+1))
+}
+
+// put adds slot value v to the table, which has room for it. s.mu is held.
+func (s *memoryShard) put(v uint64) {
+	mask := uint32(len(s.slots) - 1)
+	i := uint32(v>>32) & mask
+	for s.slots[i] != 0 {
+		i = (i + 1) & mask
+	}
+	s.slots[i] = v
+}
+
+// remove takes slot value v, which the table holds, out of it. s.mu is held.
+func (s *memoryShard) remove(v uint64) {
+	mask := uint32(len(s.slots) - 1)
+	i := uint32(v>>32) & mask
+	for s.slots[i] != v {
+		i = (i + 1) & mask
+	}
+	// Move back each following slot of the run that probing from its home
+	// would no longer reach across the hole at i.
+	for j := (i + 1) & mask; s.slots[j] != 0; j = (j + 1) & mask {
+		home := uint32(s.slots[j]>>32) & mask
+		if (j-home)&mask >= (j-i)&mask { // home is at or before i
+			s.slots[i] = s.slots[j]
+			i = j
+		}
+	}
+	s.slots[i] = 0
+}
+
+// grow doubles the table. Each slot holds the bits that place it, so the
+// keys are not hashed again. s.mu is held.
+func (s *memoryShard) grow() {
+	old := s.slots
+	s.slots = make([]uint64, 2*len(old))
+	for _, v := range old {
+		if v != 0 {
+			s.put(v)
+		}
+	}
 }

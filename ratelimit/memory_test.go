@@ -172,6 +172,36 @@ func TestMemoryNeverTracksMoreThanMaxKeys(t *testing.T) {
 	}
 }
 
+func TestMemoryFindsEveryKeyItTracksThroughEvictions(t *testing.T) {
+	for _, maxKeys := range []int{1, 63, 1000, 3000} {
+		clock := ratelimittest.NewClock(ratelimittest.Epoch())
+		m := newMemory(t, &ratelimit.MemoryConfig{MaxKeys: maxKeys, Now: clock.Now})
+		ctx := context.Background()
+		p := ratelimit.PerHour(10) // the clock stands still: no refill
+		keys := make([]string, 8*maxKeys)
+		for i := range keys {
+			keys[i] = "key:" + strconv.Itoa(i)
+		}
+		rng := rand.New(rand.NewPCG(3, 4))
+		for round := range 4 {
+			// Take one unit from random keys, mostly new ones at first.
+			for range 4 * maxKeys {
+				m.Allow(ctx, keys[rng.IntN(len(keys))], p, 1)
+			}
+			// A tracked key has units missing; an evicted one is full.
+			tracked := 0
+			for _, k := range keys {
+				if d, _ := m.Allow(ctx, k, p, 0); d.Remaining < 10 {
+					tracked++
+				}
+			}
+			if n := m.Len(); tracked != n || n > maxKeys {
+				t.Fatalf("MaxKeys %d, round %d: %d keys found with units taken, Len %d", maxKeys, round, tracked, n)
+			}
+		}
+	}
+}
+
 func TestMemoryEvictionSparesKeysInDebt(t *testing.T) {
 	clock := ratelimittest.NewClock(ratelimittest.Epoch())
 	m := newMemory(t, &ratelimit.MemoryConfig{MaxKeys: 10_000, Now: clock.Now})
