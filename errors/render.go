@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Shape is the JSON layout errors are rendered in. Whatever the shape, the
@@ -70,18 +72,15 @@ type Meta struct {
 // from the catalog and, for a retryable error, Retry-After (whole seconds,
 // rounded up) and Retry-After-Ms.
 func SetHeaders(h http.Header, e *Error) {
-	setHeaders(h, e, "", "")
+	putHeaders(h, e, "", "", new(Space))
 }
 
-// setHeaders writes SetHeaders' headers, and Content-Type and X-Request-Id
-// when given, with one allocation for all the value slices.
-func setHeaders(h http.Header, e *Error, contentType, requestID string) {
-	putHeaders(h, e, contentType, requestID, make([]string, 0, 5))
-}
-
-// putHeaders is setHeaders with the value slices cut from vals, which must
-// have room for 5. The two Retry-After values share one string.
-func putHeaders(h http.Header, e *Error, contentType, requestID string, vals []string) {
+// putHeaders sets SetHeaders' headers, and Content-Type and X-Request-Id
+// when given, with the value slices and the Retry-After text taken from
+// sp, which is then used up.
+func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Space) {
+	sp.used = true
+	vals := sp.vals[:0]
 	put := func(key, v string) {
 		vals = append(vals, v)
 		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
@@ -92,11 +91,12 @@ func putHeaders(h http.Header, e *Error, contentType, requestID string, vals []s
 		put("X-Should-Retry", "false")
 	}
 	if d := e.RetryHint(); d > 0 {
-		var buf [40]byte
-		b := strconv.AppendInt(buf[:0], Seconds(d), 10)
+		b := strconv.AppendInt(sp.text[:0], Seconds(d), 10)
 		n := len(b)
 		b = strconv.AppendInt(b, Milliseconds(d), 10)
-		s := string(b)
+		// Both numbers fit in text (two int64s are at most 40 bytes), which
+		// is never written again.
+		s := unsafe.String(&sp.text[0], len(b))
 		put("Retry-After", s[:n])
 		put("Retry-After-Ms", s[n:])
 	}
@@ -108,19 +108,39 @@ func putHeaders(h http.Header, e *Error, contentType, requestID string, vals []s
 	}
 }
 
-// response is the space Write allocates once: the header value slices and
-// room for a typical body.
-type response struct {
+// Space is the room writing one error response needs besides its body:
+// the header value slices and the text of Retry-After and Retry-After-Ms.
+// A caller that has per-request memory to spare keeps a Space there and
+// passes it to [WriteWith], which then allocates nothing. The zero value
+// is ready to use. A Space serves one response: the headers refer to its
+// memory for as long as they are in use, so WriteWith given a Space that
+// was already used allocates a new one.
+type Space struct {
 	vals [5]string
-	body [384]byte
+	text [40]byte
+	used bool
 }
+
+// bodyPool holds the buffers error bodies are rendered in: a body is
+// copied out by the ResponseWriter's Write, so its buffer is reusable at
+// once.
+var bodyPool = sync.Pool{New: func() any { return new([512]byte) }}
 
 // Write renders e to w in shape s: headers, status and, except for HEAD
 // requests, the body. It is for servers that do not use Echo; Echo services
-// get the same through middleware.ErrorHandler.
+// get the same through middleware.ErrorHandler. It allocates once, for
+// the header values.
 func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
-	space := &response{}
-	putHeaders(w.Header(), e, s.ContentType(), m.RequestID, space.vals[:0])
+	WriteWith(w, r, s, e, m, nil)
+}
+
+// WriteWith is Write with the header values kept in sp (see [Space]); a
+// nil or used sp allocates one.
+func WriteWith(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta, sp *Space) {
+	if sp == nil || sp.used {
+		sp = new(Space)
+	}
+	putHeaders(w.Header(), e, s.ContentType(), m.RequestID, sp)
 	if m.Path == "" && r != nil && r.URL != nil {
 		m.Path = r.URL.Path
 	}
@@ -128,7 +148,10 @@ func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
 	if r != nil && r.Method == http.MethodHead {
 		return
 	}
-	_, _ = w.Write(s.AppendBody(space.body[:0], e, m))
+	buf := bodyPool.Get().(*[512]byte)
+	b := s.AppendBody(buf[:0], e, m)
+	_, _ = w.Write(b)
+	bodyPool.Put(buf)
 }
 
 // AppendBody appends e, rendered in shape s, to dst and returns the result.
@@ -277,6 +300,19 @@ func appendNullableString(dst []byte, s string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plainWord reports whether none of the 8 bytes of w needs escaping or
+// UTF-8 checking: all are ASCII from 0x20 up, and none is '"' or '\\'. It
+// tests the 8 bytes at once (the "has a zero byte" and "has a byte less
+// than n" tricks, exact for whether any byte matches).
+func plainWord(w string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
+	control := (x - 0x20*ones) & ^x & highs
+	return (x&highs)|control|hasZero(x^('"'*ones))|hasZero(x^('\\'*ones)) == 0
+}
+
 // appendString appends s as a JSON string. Control characters, quotes and
 // backslashes are escaped, invalid UTF-8 becomes U+FFFD, and U+2028/U+2029
 // are escaped so the output is safe inside JavaScript too.
@@ -284,6 +320,10 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && plainWord(s[i:i+8]) {
+			i += 8
+			continue
+		}
 		b := s[i]
 		if b < utf8.RuneSelf {
 			if b >= 0x20 && b != '"' && b != '\\' {
