@@ -70,6 +70,10 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		if cfg.Map != nil {
 			e = cfg.Map(err)
 		}
+		var space *apierrors.Space
+		if d, ok := err.(*denial); ok && e == nil {
+			e, space = &d.err, &d.space
+		}
 		if e == nil {
 			e = ToAPIError(err, c)
 		}
@@ -89,7 +93,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		h := res.Header()
 		delete(h, "Content-Length")
 		delete(h, "Content-Encoding")
-		apierrors.Write(res, req, cfg.Shape, e, meta)
+		apierrors.WriteWith(res, req, cfg.Shape, e, meta, space)
 	}, nil
 }
 

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -122,64 +123,142 @@ func (cfg RateLimitConfig) ToStep() (Step, error) {
 type rateLimiter struct {
 	cfg RateLimitConfig
 
-	mu     sync.RWMutex
-	routes map[*Principal]map[routeOf]*routeEntry
-	cached int
-
 	failures storeFailureLog
 }
 
-// routeEntry is what the middleware keeps of a principal on a route: its
+// routeEntry is what a rate limiter keeps of a principal on a route: its
 // bucket keys and, with StaticLimits, its limits and their policy-only
-// header values.
+// header values. It is immutable once published.
 type routeEntry struct {
-	keys    [2]string
-	limits  Limits
-	headers *ratelimit.PolicyHeaders
+	rl            *rateLimiter
+	method, route string
+	keys          [2]string
+	limits        Limits
+	headers       *ratelimit.PolicyHeaders
+
+	// denials holds the last denial message per limit, which changes only
+	// when the seconds it tells the client to wait do.
+	denials [2]atomic.Pointer[denialText]
 }
 
-// routeOf names a route by method and pattern.
-type routeOf struct{ method, route string }
+// The limits of a route entry, as indexes of its keys and denials.
+const (
+	limitRequests = 0
+	limitTokens   = 1
+)
 
-// maxCachedKeys bounds the cache of bucket keys (principals x routes):
-// about 40 MB at most.
-const maxCachedKeys = 1 << 18
+// denialText is a denial message and what it was made for.
+type denialText struct {
+	policy  ratelimit.Policy
+	seconds int64
+	message string
+}
+
+// denial is a 429 from the rate limiter: the error and the room its
+// response needs, in one allocation. It unwraps to its *apierrors.Error,
+// and ErrorHandler writes it without allocating.
+type denial struct {
+	err   apierrors.Error
+	space apierrors.Space
+}
+
+func (d *denial) Error() string { return d.err.Error() }
+func (d *denial) Unwrap() error { return &d.err }
+
+// The errors denials copy: the catalog's status, type and retry flag.
+var (
+	rateLimitExceeded = *apierrors.RateLimitExceeded("", 0)
+	tokensExceeded    = *apierrors.TokensExceeded("", 0)
+)
+
+// deny returns the 429 for a principal's denied limit.
+func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome) error {
+	secs := apierrors.Seconds(o.Decision.RetryAfter)
+	t := e.denials[limit].Load()
+	if t == nil || t.seconds != secs || t.policy != o.Policy {
+		name := "requests"
+		if limit == limitTokens {
+			name = "tokens"
+		}
+		t = &denialText{policy: o.Policy, seconds: secs, message: denialMessage(p, name, o)}
+		e.denials[limit].Store(t)
+	}
+	d := &denial{err: rateLimitExceeded}
+	if limit == limitTokens {
+		d.err = tokensExceeded
+	}
+	d.err.Message, d.err.RetryAfter = t.message, o.Decision.RetryAfter
+	return d
+}
+
+// principalRoutes is the route entries a principal has, kept on the
+// principal itself so that a request finds its entry without a map lookup.
+// It is immutable: adding an entry publishes a copy. owner guards against a
+// copied Principal, whose limits may differ, using the original's entries.
+type principalRoutes struct {
+	owner   *Principal
+	entries []*routeEntry
+}
+
+// maxRoutesPerPrincipal bounds the entries kept per principal (route
+// patterns times rate limiters); beyond it entries are made per request.
+const maxRoutesPerPrincipal = 64
 
 // entryFor returns the bucket keys (and, with StaticLimits, the limits)
-// of a principal on a route, made once and then cached by principal, so a
-// request allocates none and finds them with a pointer's hash.
+// of a principal on a route, made once and then kept on the principal, so
+// a request allocates none and finds them without hashing.
 func (rl *rateLimiter) entryFor(c echo.Context, p *Principal, method, route string) *routeEntry {
-	r := routeOf{method, route}
-	rl.mu.RLock()
-	e, ok := rl.routes[p][r]
-	rl.mu.RUnlock()
-	if ok {
+	raw := atomic.LoadPointer(&p.routes)
+	cur := ownRoutes(p, raw)
+	if e := cur.find(rl, method, route); e != nil {
 		return e
 	}
-	e = &routeEntry{keys: [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}}
+	e := &routeEntry{rl: rl, method: method, route: route,
+		keys: [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}}
 	if rl.cfg.StaticLimits {
 		e.limits = rl.cfg.LimitsFor(c, p)
 		e.headers = ratelimit.NewPolicyHeaders(e.limits.Requests, e.limits.Tokens)
 	}
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	if rl.cached >= maxCachedKeys {
-		return e
+	for {
+		var entries []*routeEntry
+		if cur != nil {
+			if old := cur.find(rl, method, route); old != nil {
+				return old
+			}
+			entries = cur.entries
+		}
+		if len(entries) >= maxRoutesPerPrincipal {
+			return e
+		}
+		next := &principalRoutes{owner: p, entries: append(entries[:len(entries):len(entries)], e)}
+		if atomic.CompareAndSwapPointer(&p.routes, raw, unsafe.Pointer(next)) {
+			return e
+		}
+		raw = atomic.LoadPointer(&p.routes)
+		cur = ownRoutes(p, raw)
 	}
-	if rl.routes == nil {
-		rl.routes = map[*Principal]map[routeOf]*routeEntry{}
+}
+
+// ownRoutes returns the entries raw points to when they are p's own, not
+// those of a Principal p was copied from.
+func ownRoutes(p *Principal, raw unsafe.Pointer) *principalRoutes {
+	if pr := (*principalRoutes)(raw); pr != nil && pr.owner == p {
+		return pr
 	}
-	routes := rl.routes[p]
-	if routes == nil {
-		routes = map[routeOf]*routeEntry{}
-		rl.routes[p] = routes
+	return nil
+}
+
+// find returns the entry of rl for a route, or nil.
+func (pr *principalRoutes) find(rl *rateLimiter, method, route string) *routeEntry {
+	if pr == nil {
+		return nil
 	}
-	if old, dup := routes[r]; dup {
-		return old
+	for _, e := range pr.entries {
+		if e.rl == rl && e.route == route && e.method == method {
+			return e
+		}
 	}
-	routes[r] = e
-	rl.cached++
-	return e
+	return nil
 }
 
 // serve runs one request through its limits.
@@ -222,9 +301,9 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 			tokOut, tokPtr = ratelimit.Outcome{Policy: *lim.Tokens, Decision: d}, &tokOut
 		}
 	}
-	var scratch []string
+	var scratch *ratelimit.Scratch
 	if cc, ok := c.(*chainContext); ok {
-		scratch = cc.state.headers[:]
+		scratch = &cc.state.rateLimitHeaders
 	}
 	if entry.headers != nil {
 		entry.headers.Set(c.Response().Header(), reqPtr, tokPtr, scratch)
@@ -236,10 +315,10 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 		rl.cfg.Metrics.deniedPrincipal(p.ID)
 	}
 	if reqPtr != nil && !reqOut.Decision.Allowed {
-		return apierrors.RateLimitExceeded(denialMessage(p, "requests", reqOut), reqOut.Decision.RetryAfter)
+		return entry.deny(p, limitRequests, reqOut)
 	}
 	if tokPtr != nil && !tokOut.Decision.Allowed {
-		return apierrors.TokensExceeded(denialMessage(p, "tokens", tokOut), tokOut.Decision.RetryAfter)
+		return entry.deny(p, limitTokens, tokOut)
 	}
 
 	err := next(c)

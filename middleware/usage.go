@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/gatekit/gatekit/ratelimit"
 )
 
 // Usage is what a request consumed, as the handler reports it with
@@ -62,7 +64,8 @@ type requestState struct {
 	// lives in a Chain's context.
 	requestID [1]string
 	body      limitedBody
-	headers   [8]string
+	// rateLimitHeaders is the room for the rate-limit header values.
+	rateLimitHeaders ratelimit.Scratch
 }
 
 const stateKey = "gatekit.request"

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unsafe"
 )
 
 // The header names SetHeaders writes, in canonical form.
@@ -38,38 +39,75 @@ func SetHeaders(h http.Header, requests, tokens *Outcome) {
 	SetHeadersScratch(h, requests, tokens, nil)
 }
 
-// SetHeadersScratch is SetHeaders with the header value slices taken from
-// scratch when it has room for 8, so that a caller with per-request space
-// saves an allocation. scratch must not be used for anything else while h
-// is in use.
-func SetHeadersScratch(h http.Header, requests, tokens *Outcome, scratch []string) {
+// Scratch is room for the rate-limit header values of one response, so
+// that writing them allocates nothing. The zero value is ready to use. A
+// Scratch serves one response: the values refer to its memory for as long
+// as the headers are in use, so it is never written twice, and a call
+// given a Scratch already used (or nil) allocates instead. It is not safe
+// for concurrent use.
+type Scratch struct {
+	vals [8]string
+	text [80]byte
+	used bool
+}
+
+// take returns sc's space and marks it used, or reports false when sc is
+// nil or already used.
+func (sc *Scratch) take() bool {
+	if sc == nil || sc.used {
+		return false
+	}
+	sc.used = true
+	return true
+}
+
+// textString returns b, built by appending to sc.text[:0], as a string:
+// the text itself when it fit (it is never written again), else a copy.
+func (sc *Scratch) textString(b []byte) string {
+	if len(b) > 0 && unsafe.SliceData(b) == &sc.text[0] {
+		return unsafe.String(&sc.text[0], len(b))
+	}
+	return string(b)
+}
+
+// SetHeadersScratch is SetHeaders with the values taken from sc (see
+// [Scratch]); a nil sc allocates as SetHeaders does.
+func SetHeadersScratch(h http.Header, requests, tokens *Outcome, sc *Scratch) {
 	if requests == nil && tokens == nil {
 		return
 	}
-	// Every value is cut from one string built in one buffer: values[i]
-	// ends at ends[i].
-	var buf [256]byte
 	var ends [8]int
-	b := buf[:0]
+	if sc.take() {
+		b, n := appendAll(sc.text[:0], &ends, requests, tokens)
+		putAll(h, sc.textString(b), &ends, n, sc.vals[:], requests, tokens)
+		return
+	}
+	var buf [256]byte
+	b, n := appendAll(buf[:0], &ends, requests, tokens)
+	putAll(h, string(b), &ends, n, make([]string, n), requests, tokens)
+}
+
+// appendAll appends every header value of SetHeaders, recording where each
+// ends, and returns how many there are.
+func appendAll(b []byte, ends *[8]int, requests, tokens *Outcome) ([]byte, int) {
 	n := 0
 	if requests != nil {
-		b, n = appendTriple(b, &ends, n, requests)
+		b, n = appendTriple(b, ends, n, requests)
 	}
 	if tokens != nil {
-		b, n = appendTriple(b, &ends, n, tokens)
+		b, n = appendTriple(b, ends, n, tokens)
 	}
 	b = appendItems(b, requests, tokens, true)
 	ends[n] = len(b)
 	n++
 	b = appendItems(b, requests, tokens, false)
 	ends[n] = len(b)
-	n++
+	return b, n + 1
+}
 
-	s := string(b)
-	vals := scratch
-	if len(vals) < n {
-		vals = make([]string, n)
-	}
+// putAll sets the headers whose values appendAll wrote in s, with the
+// value slices cut from vals.
+func putAll(h http.Header, s string, ends *[8]int, n int, vals []string, requests, tokens *Outcome) {
 	start := 0
 	for i := 0; i < n; i++ {
 		vals[i] = s[start:ends[i]]
@@ -214,19 +252,31 @@ func NewPolicyHeaders(requests, tokens *Policy) *PolicyHeaders {
 	return ph
 }
 
-// Set writes the same headers as SetHeadersScratch. Outcomes of other
-// policies than ph's are written by SetHeadersScratch itself.
-func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, scratch []string) {
+// Set writes the same headers as SetHeadersScratch, with the values taken
+// from sc (nil allocates). Outcomes of other policies than ph's are written
+// by SetHeadersScratch itself.
+func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, sc *Scratch) {
 	if !samePolicy(ph.requests, requests) || !samePolicy(ph.tokens, tokens) {
-		SetHeadersScratch(h, requests, tokens, scratch)
+		SetHeadersScratch(h, requests, tokens, sc)
 		return
 	}
 	if requests == nil && tokens == nil {
 		return
 	}
-	var buf [128]byte
 	var ends [5]int
-	b := buf[:0]
+	if sc.take() {
+		b := appendVarying(sc.text[:0], &ends, requests, tokens)
+		ph.put(h, sc.textString(b), &ends, sc.vals[:], requests, tokens)
+		return
+	}
+	var buf [128]byte
+	b := appendVarying(buf[:0], &ends, requests, tokens)
+	ph.put(h, string(b), &ends, make([]string, 8), requests, tokens)
+}
+
+// appendVarying appends the values that vary per response: remaining and
+// reset per outcome, then the RateLimit value.
+func appendVarying(b []byte, ends *[5]int, requests, tokens *Outcome) []byte {
 	n := 0
 	for _, o := range [2]*Outcome{requests, tokens} {
 		if o == nil {
@@ -240,12 +290,12 @@ func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, scratch [
 	}
 	b = appendItems(b, requests, tokens, false)
 	ends[n] = len(b)
-	s := string(b)
-	vals := scratch
-	if len(vals) < 8 {
-		vals = make([]string, 8)
-	}
-	// vals: limit, remaining, reset per outcome, then policy and RateLimit.
+	return b
+}
+
+// put sets the headers, with the varying values cut from s and the value
+// slices from vals (room for 8).
+func (ph *PolicyHeaders) put(h http.Header, s string, ends *[5]int, vals []string, requests, tokens *Outcome) {
 	i, j, start := 0, 0, 0
 	cut := func() string {
 		v := s[start:ends[j]]

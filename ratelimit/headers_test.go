@@ -98,7 +98,7 @@ func TestPolicyHeadersWriteWhatSetHeadersWrites(t *testing.T) {
 	} {
 		want, got := http.Header{}, http.Header{}
 		ratelimit.SetHeaders(want, tc.req, tc.tok)
-		ratelimit.NewPolicyHeaders(tc.phReq, tc.phTok).Set(got, tc.req, tc.tok, make([]string, 8))
+		ratelimit.NewPolicyHeaders(tc.phReq, tc.phTok).Set(got, tc.req, tc.tok, new(ratelimit.Scratch))
 		if len(got) != len(want) {
 			t.Fatalf("%s: %v, want %v", tc.name, got, want)
 		}
@@ -109,20 +109,53 @@ func TestPolicyHeadersWriteWhatSetHeadersWrites(t *testing.T) {
 		}
 	}
 	ph := ratelimit.NewPolicyHeaders(&rpm, nil)
-	h, scratch := http.Header{}, make([]string, 8)
+	h := http.Header{}
 	o := out(rpm, 321, 27*time.Second)
-	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, scratch) }); n > 1 {
-		t.Fatalf("Set allocates %.0f times, want at most 1", n)
+	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, new(ratelimit.Scratch)) }); n > 1 {
+		t.Fatalf("Set with a Scratch allocates %.0f times beyond the Scratch, want 0", n-1)
+	}
+	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, nil) }); n > 2 {
+		t.Fatalf("Set without a Scratch allocates %.0f times, want at most 2", n)
+	}
+}
+
+// A Scratch serves one response: a second use must not rewrite the values
+// the first one's headers still hold.
+func TestScratchIsNeverWrittenTwice(t *testing.T) {
+	rpm := ratelimit.PerMinute(600)
+	ph := ratelimit.NewPolicyHeaders(&rpm, nil)
+	out := func(rem int64) *ratelimit.Outcome {
+		return &ratelimit.Outcome{Policy: rpm, Decision: ratelimit.Decision{Limit: 600, Remaining: rem, ResetAfter: time.Second}}
+	}
+	for name, set := range map[string]func(h http.Header, o *ratelimit.Outcome, sc *ratelimit.Scratch){
+		"PolicyHeaders.Set": func(h http.Header, o *ratelimit.Outcome, sc *ratelimit.Scratch) { ph.Set(h, o, nil, sc) },
+		"SetHeadersScratch": func(h http.Header, o *ratelimit.Outcome, sc *ratelimit.Scratch) {
+			ratelimit.SetHeadersScratch(h, o, nil, sc)
+		},
+	} {
+		sc := new(ratelimit.Scratch)
+		first, second := http.Header{}, http.Header{}
+		set(first, out(599), sc)
+		set(second, out(7), sc)
+		if got := first.Get(ratelimit.HeaderRemainingRequests); got != "599" {
+			t.Errorf("%s: first response's remaining = %q after the Scratch's second use, want 599", name, got)
+		}
+		if got := first.Get(ratelimit.HeaderRateLimit); got != `"requests";r=599;t=1` {
+			t.Errorf("%s: first response's RateLimit = %q, want %q", name, got, `"requests";r=599;t=1`)
+		}
+		if got := second.Get(ratelimit.HeaderRemainingRequests); got != "7" {
+			t.Errorf("%s: second response's remaining = %q, want 7", name, got)
+		}
 	}
 }
 
 func BenchmarkPolicyHeadersSet(b *testing.B) {
 	p := ratelimit.PerMinute(600)
 	ph := ratelimit.NewPolicyHeaders(&p, nil)
-	h, scratch := http.Header{}, make([]string, 8)
+	h := http.Header{}
 	o := &ratelimit.Outcome{Policy: p, Decision: ratelimit.Decision{Allowed: true, Limit: 600, Remaining: 321, ResetAfter: 27 * time.Second}}
 	b.ReportAllocs()
 	for b.Loop() {
-		ph.Set(h, o, nil, scratch)
+		ph.Set(h, o, nil, new(ratelimit.Scratch))
 	}
 }
