@@ -1,0 +1,149 @@
+package middleware_test
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/middleware"
+	"github.com/gatekit/gatekit/ratelimit"
+)
+
+// testClock is a clock tests move by hand.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// rateLimitedEcho serves GET /v1/models behind Auth and RateLimit (in a Chain,
+// as Mount runs them) for keys, on a memory limiter driven by clock. seen,
+// when set, receives what the rate limit step returns.
+func rateLimitedEcho(t *testing.T, keys map[string]*middleware.Principal, clock *testClock, seen func(error)) (*echo.Echo, *middleware.StaticKeys) {
+	t.Helper()
+	sk := middleware.NewStaticKeys()
+	for k, p := range keys {
+		if err := sk.Add(k, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auth, err := middleware.AuthConfig{Keys: sk}.ToStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := middleware.RateLimitConfig{Limiter: lim, StaticLimits: true}.ToStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	observe := func(c echo.Context, next echo.HandlerFunc) error {
+		err := next(c)
+		if seen != nil {
+			seen(err)
+		}
+		return err
+	}
+	chain, err := middleware.Chain(auth, observe, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := newEcho(t)
+	e.Use(chain)
+	e.GET("/v1/models", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"object": "list"}) })
+	return e, sk
+}
+
+func getWithKey(e *echo.Echo, key string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, "/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	return serve(e, req)
+}
+
+// Route entries are kept on the principal; a Principal copied from another
+// (with other limits) must not be served the original's.
+func TestCopiedPrincipalHasItsOwnLimits(t *testing.T) {
+	one, five := ratelimit.PerMinute(1), ratelimit.PerMinute(5)
+	orig := &middleware.Principal{ID: "key_orig", Limits: middleware.Limits{Requests: &one}}
+	keys := map[string]*middleware.Principal{"sk-orig-0123456789": orig}
+	clock := &testClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+
+	// The original's entry is made before the copy exists.
+	e, sk := rateLimitedEcho(t, keys, clock, nil)
+	if rec := getWithKey(e, "sk-orig-0123456789"); rec.Code != http.StatusOK {
+		t.Fatalf("original: %d", rec.Code)
+	}
+	cp := *orig
+	cp.ID, cp.Limits = "key_copy", middleware.Limits{Requests: &five}
+	if err := sk.Add("sk-copy-0123456789", &cp); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		rec := getWithKey(e, "sk-copy-0123456789")
+		if rec.Code != http.StatusOK || rec.Header().Get(ratelimit.HeaderLimitRequests) != "5" {
+			t.Fatalf("copy, request %d: %d, limit %q", i+1, rec.Code, rec.Header().Get(ratelimit.HeaderLimitRequests))
+		}
+	}
+	if rec := getWithKey(e, "sk-copy-0123456789"); rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("copy, request 6: %d", rec.Code)
+	}
+	if rec := getWithKey(e, "sk-orig-0123456789"); rec.Code != http.StatusTooManyRequests || rec.Header().Get(ratelimit.HeaderLimitRequests) != "1" {
+		t.Fatalf("original's second request: %d, limit %q", rec.Code, rec.Header().Get(ratelimit.HeaderLimitRequests))
+	}
+}
+
+// A denial is an *apierrors.Error to whoever looks with errors.As, and its
+// message follows the wait as it shrinks.
+func TestDenialIsAnAPIErrorAndItsMessageFollowsTheWait(t *testing.T) {
+	one := ratelimit.PerMinute(1)
+	keys := map[string]*middleware.Principal{"sk-one-0123456789": {ID: "key_one", Limits: middleware.Limits{Requests: &one}}}
+	clock := &testClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	var last error
+	e, _ := rateLimitedEcho(t, keys, clock, func(err error) { last = err })
+	if rec := getWithKey(e, "sk-one-0123456789"); rec.Code != http.StatusOK {
+		t.Fatalf("first: %d", rec.Code)
+	}
+	for _, step := range []struct {
+		advance time.Duration
+		wait    int64
+	}{{0, 60}, {0, 60}, {29 * time.Second, 31}, {30 * time.Second, 1}} {
+		clock.Advance(step.advance)
+		wait := step.wait
+		rec := getWithKey(e, "sk-one-0123456789")
+		var ae *apierrors.Error
+		if !errors.As(last, &ae) {
+			t.Fatalf("wait %d: step returned %T, not an *apierrors.Error", wait, last)
+		}
+		if ae.Code != apierrors.CodeRateLimitExceeded || ae.Status != http.StatusTooManyRequests || apierrors.Seconds(ae.RetryAfter) != wait {
+			t.Fatalf("wait %d: %+v", wait, ae)
+		}
+		env := decodeEnvelope(t, rec.Body.Bytes())
+		if want := "Please try again in " + strconv.FormatInt(wait, 10) + "s."; !strings.HasSuffix(env.Error.Message, want) || env.Error.Message != ae.Message {
+			t.Fatalf("wait %d: message %q (error says %q), want it to end %q", wait, env.Error.Message, ae.Message, want)
+		}
+		if rec.Header().Get("Retry-After") != strconv.FormatInt(wait, 10) {
+			t.Fatalf("wait %d: Retry-After %q", wait, rec.Header().Get("Retry-After"))
+		}
+	}
+}
