@@ -129,24 +129,27 @@ func Decide(st *State, p Params, now int64, op Op, n int64) Result {
 	lag := ts - now
 	wait := func(deficit int64) int64 { return lag + ceilDiv(deficit, p.Rate) }
 
-	var r Result
+	// The result is assembled from locals at the end rather than field by
+	// field in a Result, which the return would copy back out of memory.
+	var allowed, write bool
+	var retry int64
 	switch op {
 	case OpAllow:
 		switch {
 		case n > p.Burst:
 			// Never possible: hint the time a whole bucket takes to refill.
-			r.RetryAfter = wait(full)
+			retry = wait(full)
 		case n == 0:
 			if bal >= p.Unit {
-				r.Allowed = true
+				allowed = true
 			} else {
-				r.RetryAfter = wait(p.Unit - bal)
+				retry = wait(p.Unit - bal)
 			}
 		case bal >= n*p.Unit:
 			bal -= n * p.Unit
-			r.Allowed, r.Write = true, true
+			allowed, write = true, true
 		default:
-			r.RetryAfter = wait(n*p.Unit - bal)
+			retry = wait(n*p.Unit - bal)
 		}
 	case OpCharge:
 		if n > 0 {
@@ -155,21 +158,28 @@ func Decide(st *State, p Params, now int64, op Op, n int64) Result {
 			} else {
 				bal = max(bal-n*p.Unit, -full)
 			}
-			r.Write = true
+			write = true
 		}
 		if bal >= p.Unit {
-			r.Allowed = true
+			allowed = true
 		} else {
-			r.RetryAfter = wait(p.Unit - bal)
+			retry = wait(p.Unit - bal)
 		}
 	}
-	r.Remaining = max(bal, 0) / p.Unit
+	remaining := max(bal, 0) / p.Unit
+	var reset int64
 	if bal < full {
-		r.ResetAfter = wait(full - bal)
+		reset = wait(full - bal)
 	}
-	r.State = State{Bal: bal, TS: ts, Unit: p.Unit}
-	r.FullAt = ts + ceilDiv(full-bal, p.Rate)
-	return r
+	return Result{
+		Allowed:    allowed,
+		Remaining:  remaining,
+		ResetAfter: reset,
+		RetryAfter: retry,
+		Write:      write,
+		State:      State{Bal: bal, TS: ts, Unit: p.Unit},
+		FullAt:     ts + ceilDiv(full-bal, p.Rate),
+	}
 }
 
 // ceilDiv is ⌈a/b⌉ for a >= 0, b > 0.
