@@ -99,6 +99,15 @@ func (cfg RateLimitConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 
 // ToStep builds the middleware described by cfg as a Step for [Chain].
 func (cfg RateLimitConfig) ToStep() (Step, error) {
+	rl, err := cfg.build()
+	if err != nil {
+		return nil, err
+	}
+	return rl.step, nil
+}
+
+// build makes the rate limiter cfg describes.
+func (cfg RateLimitConfig) build() (*rateLimiter, error) {
 	if cfg.Limiter == nil {
 		return nil, fmt.Errorf("rate limit: a Limiter is required")
 	}
@@ -111,17 +120,30 @@ func (cfg RateLimitConfig) ToStep() (Step, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	rl := &rateLimiter{cfg: cfg}
-	return func(c echo.Context, next echo.HandlerFunc) error {
-		if cfg.Skipper(c) {
-			return next(c)
-		}
-		return rl.serve(c, next)
-	}, nil
+	rl := &rateLimiter{cfg: cfg, clock: monotonicNow}
+	if rt, ok := cfg.Limiter.(ratelimit.RealTimeLimiter); ok && rt.RealTime() {
+		rl.rememberDenials = true
+	}
+	return rl, nil
+}
+
+// step is the rate limiter as a Step.
+func (rl *rateLimiter) step(c echo.Context, next echo.HandlerFunc) error {
+	if rl.cfg.Skipper(c) {
+		return next(c)
+	}
+	return rl.serve(c, next)
 }
 
 type rateLimiter struct {
 	cfg RateLimitConfig
+
+	// rememberDenials is set for a RealTimeLimiter: a request denial is
+	// kept on its route entry and answers the principal's requests until
+	// the store would answer otherwise.
+	rememberDenials bool
+	// clock is monotonic time in nanoseconds, for remembered denials.
+	clock func() int64
 
 	failures storeFailureLog
 }
@@ -139,6 +161,8 @@ type routeEntry struct {
 	// denials holds the last denial message per limit, which changes only
 	// when the seconds it tells the client to wait do.
 	denials [2]atomic.Pointer[denialText]
+	// blocked is the request limit's remembered denial, if any.
+	blocked atomic.Pointer[blockedEntry]
 }
 
 // The limits of a route entry, as indexes of its keys and denials.
@@ -283,7 +307,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	var reqOut, tokOut ratelimit.Outcome
 	var reqPtr, tokPtr *ratelimit.Outcome
 	if lim.Requests != nil {
-		d, ok, err := rl.decide(ctx, method, route, "requests", keys[0], *lim.Requests, 1)
+		d, ok, err := rl.decideRequest(ctx, entry, method, route, *lim.Requests)
 		if err != nil {
 			return err
 		}
@@ -336,6 +360,81 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	}
 	return err
 }
+
+// decideRequest takes one request from the entry's request bucket. With a
+// RealTimeLimiter, a denial is remembered on the entry: until the store
+// could answer otherwise, the principal's requests are denied from it,
+// with the hints counted down, without a store call.
+func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method, route string, p ratelimit.Policy) (ratelimit.Decision, bool, error) {
+	if !rl.rememberDenials {
+		return rl.decide(ctx, method, route, "requests", e.keys[0], p, 1)
+	}
+	var asked int64 = -1
+	if b := e.blocked.Load(); b != nil {
+		asked = rl.clock()
+		if asked < b.until && b.policy == p {
+			if m := rl.cfg.Metrics; m != nil {
+				m.decision(method, route, "requests", outcomeDenied)
+			}
+			return b.at(asked), true, nil
+		}
+	}
+	d, ok, err := rl.decide(ctx, method, route, "requests", e.keys[0], p, 1)
+	switch {
+	case !ok:
+	case d.Allowed:
+		if asked >= 0 {
+			e.blocked.Store(nil) // allowed again: no more clock reads
+		}
+	case asked >= 0 && d.RetryAfter > time.Millisecond:
+		// Until asked+RetryAfter the bucket cannot hold a unit: the store
+		// decided after asked. The millisecond off covers stores that
+		// count whole milliseconds.
+		e.blocked.Store(&blockedEntry{policy: p, until: asked + int64(d.RetryAfter-time.Millisecond), answered: rl.clock(), d: d})
+	case asked < 0:
+		// The first denial has no time the store was asked at; it marks
+		// the entry so that the next one has.
+		e.blocked.Store(&blockedEntry{})
+	}
+	return d, ok, err
+}
+
+// blockedEntry is a request denial remembered on a route entry.
+type blockedEntry struct {
+	policy ratelimit.Policy
+	// until is the clock reading before which the store would deny too;
+	// zero marks an entry denied once, to be timed the next time.
+	until int64
+	// answered is the clock reading when the store's answer d arrived.
+	answered int64
+	d        ratelimit.Decision
+}
+
+// at is the remembered denial as of now: its waits less the time since the
+// store answered (the store decided before then, so they are never short),
+// rounded up to whole milliseconds as stores give them.
+func (b *blockedEntry) at(now int64) ratelimit.Decision {
+	elapsed := time.Duration(max(now-b.answered, 0))
+	d := b.d
+	d.RetryAfter = ceilMillis(d.RetryAfter - elapsed)
+	d.ResetAfter = ceilMillis(d.ResetAfter - elapsed)
+	return d
+}
+
+// ceilMillis rounds d up to whole milliseconds, and at least one.
+func ceilMillis(d time.Duration) time.Duration {
+	if d <= time.Millisecond {
+		return time.Millisecond
+	}
+	return (d + time.Millisecond - 1) / time.Millisecond * time.Millisecond
+}
+
+// monotonicStart anchors monotonicNow.
+var monotonicStart = time.Now()
+
+// monotonicNow is the time since monotonicStart in nanoseconds: one read
+// of the monotonic clock.
+func monotonicNow() int64 { return int64(time.Since(monotonicStart)) }
 
 // decide asks the limiter. On store failure it reports ok == false to fail
 // open, or returns a 503 to fail closed.

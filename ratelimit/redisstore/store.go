@@ -76,7 +76,7 @@ type Store struct {
 	now    func() time.Time
 }
 
-var _ ratelimit.Limiter = (*Store)(nil)
+var _ ratelimit.RealTimeLimiter = (*Store)(nil)
 
 // New returns a Store that keeps its buckets in client, configured by cfg;
 // nil means the defaults.
@@ -119,6 +119,10 @@ func (s *Store) Allow(ctx context.Context, key string, p ratelimit.Policy, n int
 func (s *Store) Charge(ctx context.Context, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
 	return s.decide(ctx, bucket.OpCharge, key, p, n)
 }
+
+// RealTime implements ratelimit.RealTimeLimiter: decisions follow Redis's
+// clock, and nothing but time refills a bucket.
+func (s *Store) RealTime() bool { return true }
 
 // Key returns the Redis key holding key's bucket: Prefix + "v2:{" + key +
 // "}", where v2 is the format of the value.

@@ -1,0 +1,114 @@
+package middleware
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/gatekit/gatekit/ratelimit"
+)
+
+// realTimeMemory is a memory store on a test clock that claims real time,
+// counting the decisions it is asked for.
+type realTimeMemory struct {
+	*ratelimit.Memory
+	allows atomic.Int64
+}
+
+func (m *realTimeMemory) Allow(ctx context.Context, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+	m.allows.Add(1)
+	return m.Memory.Allow(ctx, key, p, n)
+}
+
+func (m *realTimeMemory) RealTime() bool { return true }
+
+// A remembered denial answers exactly as the store would, for exactly as
+// long as the store would deny, and without asking it.
+func TestRememberedDenialsAnswerAsTheStoreWould(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var offset atomic.Int64 // the test clock: nanoseconds after start
+	mem, err := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: func() time.Time { return start.Add(time.Duration(offset.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := &realTimeMemory{Memory: mem}
+	policy := ratelimit.PerMinute(1)
+	p := &Principal{ID: "key_flood", Limits: Limits{Requests: &policy}}
+	keys := NewStaticKeys()
+	if err := keys.Add("sk-flood-0123456789", p); err != nil {
+		t.Fatal(err)
+	}
+	auth, err := AuthConfig{Keys: keys}.ToStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := RateLimitConfig{Limiter: lim, StaticLimits: true}.build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rl.rememberDenials {
+		t.Fatal("a RealTimeLimiter's denials are not remembered")
+	}
+	rl.clock = offset.Load
+	chain, err := Chain(auth, rl.step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	e.HTTPErrorHandler = ErrorHandler()
+	e.Use(chain)
+	e.GET("/v1/models", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
+
+	get := func(at time.Duration) *httptest.ResponseRecorder {
+		offset.Store(int64(at))
+		req := httptest.NewRequest(http.MethodGet, "/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer sk-flood-0123456789")
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		return rec
+	}
+	ms := time.Millisecond
+	for i, step := range []struct {
+		at     time.Duration
+		status int
+		asks   int64 // store decisions so far
+	}{
+		{0, 204, 1},
+		{0, 429, 2},                // first denial: marks the entry
+		{ms, 429, 3},               // second: timed, remembered until 59999 ms
+		{10 * time.Second, 429, 3}, // answered from memory
+		{59998 * ms, 429, 3},
+		{59999 * ms, 429, 4}, // the remembered denial is over; the store still denies for 1 ms
+		{60 * time.Second, 204, 5},
+		{60 * time.Second, 429, 6},
+	} {
+		rec := get(step.at)
+		if rec.Code != step.status || lim.allows.Load() != step.asks {
+			t.Fatalf("step %d at %v: status %d, %d store decisions; want %d, %d", i, step.at, rec.Code, lim.allows.Load(), step.status, step.asks)
+		}
+		if rec.Code != 429 {
+			continue
+		}
+		// The hints are the store's own at that instant (a peek takes nothing).
+		want, err := mem.Allow(context.Background(), LimitKey(p.ID, http.MethodGet, "/v1/models", false), policy, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := rec.Header()
+		if got := h.Get("Retry-After-Ms"); got != strconv.FormatInt(want.RetryAfter.Milliseconds(), 10) {
+			t.Fatalf("step %d at %v: Retry-After-Ms %s, the store says %v", i, step.at, got, want.RetryAfter)
+		}
+		if got := h.Get(ratelimit.HeaderResetRequests); got != want.ResetAfter.String() {
+			t.Fatalf("step %d at %v: reset %s, the store says %v", i, step.at, got, want.ResetAfter)
+		}
+		if h.Get(ratelimit.HeaderRemainingRequests) != "0" {
+			t.Fatalf("step %d: remaining %s", i, h.Get(ratelimit.HeaderRemainingRequests))
+		}
+	}
+}
