@@ -15,6 +15,7 @@ package bucket
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"time"
 )
 
@@ -56,7 +57,8 @@ func New(limit int64, window time.Duration, burst int64) (Params, error) {
 	ms := int64(window / time.Millisecond)
 	g := gcd(limit, ms)
 	p := Params{Unit: ms / g, Rate: limit / g, Burst: burst}
-	if burst > MaxScaled/p.Unit {
+	// burst*Unit > MaxScaled, without a division or an overflow.
+	if hi, lo := bits.Mul64(uint64(burst), uint64(p.Unit)); hi != 0 || lo > MaxScaled {
 		return Params{}, fmt.Errorf("%w: burst %d over a window of %v is too large to count exactly", ErrInvalidPolicy, burst, window)
 	}
 	return p, nil

@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -38,6 +39,8 @@ func TestNewRejectsWhatItCannotCountExactly(t *testing.T) {
 		burst  int64
 	}{
 		{1, day, largest + 1},
+		{1, day, MaxScaled},     // burst × Unit needs more than 64 bits
+		{1, day, math.MaxInt64}, // and so does this one
 		{0, time.Second, 0},
 		{-5, time.Second, 0},
 		{5, 0, 0},
