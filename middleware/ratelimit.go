@@ -155,8 +155,13 @@ type routeEntry struct {
 	rl            *rateLimiter
 	method, route string
 	keys          [2]string
-	limits        Limits
-	headers       *ratelimit.PolicyHeaders
+	// With StaticLimits: the limits, pointing at the entry's own copies of
+	// the policies, and their policy-only header values; all of it in the
+	// entry, so a request reads no memory elsewhere.
+	static           bool
+	limits           Limits
+	requests, tokens ratelimit.Policy
+	headers          ratelimit.PolicyHeaders
 
 	// denials holds the last denial message per limit, which changes only
 	// when the seconds it tells the client to wait do.
@@ -220,8 +225,11 @@ func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome) error {
 // It is immutable: adding an entry publishes a copy. owner guards against a
 // copied Principal, whose limits may differ, using the original's entries.
 type principalRoutes struct {
-	owner   *Principal
-	entries []*routeEntry
+	owner *Principal
+	// first is the first entry made, held here rather than in rest so that
+	// a principal on one route reaches it with one memory read fewer.
+	first *routeEntry
+	rest  []*routeEntry
 }
 
 // maxRoutesPerPrincipal bounds the entries kept per principal (route
@@ -240,21 +248,26 @@ func (rl *rateLimiter) entryFor(c echo.Context, p *Principal, method, route stri
 	e := &routeEntry{rl: rl, method: method, route: route,
 		keys: [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}}
 	if rl.cfg.StaticLimits {
-		e.limits = rl.cfg.LimitsFor(c, p)
-		e.headers = ratelimit.NewPolicyHeaders(e.limits.Requests, e.limits.Tokens)
+		lim := rl.cfg.LimitsFor(c, p)
+		e.static, e.headers = true, *ratelimit.NewPolicyHeaders(lim.Requests, lim.Tokens)
+		if lim.Requests != nil {
+			e.requests, e.limits.Requests = *lim.Requests, &e.requests
+		}
+		if lim.Tokens != nil {
+			e.tokens, e.limits.Tokens = *lim.Tokens, &e.tokens
+		}
 	}
 	for {
-		var entries []*routeEntry
+		next := &principalRoutes{owner: p, first: e}
 		if cur != nil {
 			if old := cur.find(rl, method, route); old != nil {
 				return old
 			}
-			entries = cur.entries
+			if 1+len(cur.rest) >= maxRoutesPerPrincipal {
+				return e
+			}
+			next.first, next.rest = cur.first, append(cur.rest[:len(cur.rest):len(cur.rest)], e)
 		}
-		if len(entries) >= maxRoutesPerPrincipal {
-			return e
-		}
-		next := &principalRoutes{owner: p, entries: append(entries[:len(entries):len(entries)], e)}
 		if atomic.CompareAndSwapPointer(&p.routes, raw, unsafe.Pointer(next)) {
 			return e
 		}
@@ -277,7 +290,10 @@ func (pr *principalRoutes) find(rl *rateLimiter, method, route string) *routeEnt
 	if pr == nil {
 		return nil
 	}
-	for _, e := range pr.entries {
+	if e := pr.first; e.rl == rl && e.route == route && e.method == method {
+		return e
+	}
+	for _, e := range pr.rest {
 		if e.rl == rl && e.route == route && e.method == method {
 			return e
 		}
@@ -329,7 +345,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	if cc, ok := c.(*chainContext); ok {
 		scratch = &cc.state.rateLimitHeaders
 	}
-	if entry.headers != nil {
+	if entry.static {
 		entry.headers.Set(c.Response().Header(), reqPtr, tokPtr, scratch)
 	} else {
 		ratelimit.SetHeadersScratch(c.Response().Header(), reqPtr, tokPtr, scratch)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,6 +110,52 @@ func TestRememberedDenialsAnswerAsTheStoreWould(t *testing.T) {
 		}
 		if h.Get(ratelimit.HeaderRemainingRequests) != "0" {
 			t.Fatalf("step %d: remaining %s", i, h.Get(ratelimit.HeaderRemainingRequests))
+		}
+	}
+}
+
+// Entries made concurrently for one principal end up one per route, each
+// found again by every later request.
+func TestRouteEntriesArePublishedOncePerRoute(t *testing.T) {
+	lim, err := ratelimit.NewMemory(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := RateLimitConfig{Limiter: lim, StaticLimits: true}.build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := ratelimit.PerMinute(60)
+	p := &Principal{ID: "key_many", Limits: Limits{Requests: &policy}}
+	routes := []string{"/a", "/b", "/c", "/d", "/e", "/f", "/g", "/h"}
+	var wg sync.WaitGroup
+	got := make([][]*routeEntry, 16)
+	for g := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, r := range routes {
+				got[g] = append(got[g], rl.entryFor(nil, p, http.MethodGet, r))
+			}
+		}()
+	}
+	wg.Wait()
+	pr := ownRoutes(p, p.routes)
+	if pr == nil || 1+len(pr.rest) != len(routes) {
+		t.Fatalf("%d entries kept for %d routes", 1+len(pr.rest), len(routes))
+	}
+	for i, r := range routes {
+		kept := pr.find(rl, http.MethodGet, r)
+		for g := range got {
+			if got[g][i] != kept {
+				t.Fatalf("route %s: goroutine %d was handed an entry that was not kept", r, g)
+			}
+		}
+		if kept == nil || kept.route != r || kept.limits.Requests == nil || *kept.limits.Requests != policy {
+			t.Fatalf("route %s: kept %+v", r, kept)
+		}
+		if again := rl.entryFor(nil, p, http.MethodGet, r); again != kept {
+			t.Fatalf("route %s: a later request gets another entry", r)
 		}
 	}
 }

@@ -228,7 +228,8 @@ func formatDuration(b []byte, d time.Duration) []byte {
 // writes only its remaining counts and reset times. It is immutable and
 // safe for concurrent use.
 type PolicyHeaders struct {
-	requests, tokens *Policy
+	requests, tokens Policy
+	has              [2]bool // requests, tokens
 	limits           [2]string
 	policy           string
 }
@@ -239,14 +240,12 @@ func NewPolicyHeaders(requests, tokens *Policy) *PolicyHeaders {
 	ph := &PolicyHeaders{}
 	var req, tok *Outcome
 	if requests != nil {
-		p := *requests
-		ph.requests, req = &p, &Outcome{Policy: p}
-		ph.limits[0] = strconv.FormatInt(p.Limit, 10)
+		ph.requests, ph.has[0], req = *requests, true, &Outcome{Policy: *requests}
+		ph.limits[0] = strconv.FormatInt(requests.Limit, 10)
 	}
 	if tokens != nil {
-		p := *tokens
-		ph.tokens, tok = &p, &Outcome{Policy: p}
-		ph.limits[1] = strconv.FormatInt(p.Limit, 10)
+		ph.tokens, ph.has[1], tok = *tokens, true, &Outcome{Policy: *tokens}
+		ph.limits[1] = strconv.FormatInt(tokens.Limit, 10)
 	}
 	ph.policy = string(appendItems(nil, req, tok, true))
 	return ph
@@ -256,7 +255,7 @@ func NewPolicyHeaders(requests, tokens *Policy) *PolicyHeaders {
 // from sc (nil allocates). Outcomes of other policies than ph's are written
 // by SetHeadersScratch itself.
 func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, sc *Scratch) {
-	if !samePolicy(ph.requests, requests) || !samePolicy(ph.tokens, tokens) {
+	if !samePolicy(&ph.requests, ph.has[0], requests) || !samePolicy(&ph.tokens, ph.has[1], tokens) {
 		SetHeadersScratch(h, requests, tokens, sc)
 		return
 	}
@@ -322,11 +321,11 @@ func (ph *PolicyHeaders) put(h http.Header, s string, ends *[5]int, vals []strin
 	h[HeaderRateLimit] = vals[i+1 : i+2 : i+2]
 }
 
-// samePolicy reports whether an outcome is of policy p (both absent
-// counts as the same).
-func samePolicy(p *Policy, o *Outcome) bool {
-	if p == nil || o == nil {
-		return p == nil && o == nil
+// samePolicy reports whether an outcome is of policy p, present when has
+// is true (both absent counts as the same).
+func samePolicy(p *Policy, has bool, o *Outcome) bool {
+	if !has || o == nil {
+		return !has && o == nil
 	}
 	return *p == o.Policy
 }
