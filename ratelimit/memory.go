@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatekit/gatekit/ratelimit/internal/bucket"
@@ -63,27 +64,34 @@ type Memory struct {
 // identically: rate.Limiter cannot take a charge larger than its burst
 // (ReserveN refuses it and leaves the tokens uncharged), has no bound on
 // debt, reports no retry time from AllowN (ReserveN allocates one), and would
-// cost a pointer and about 80 bytes per key where an entry here is 48.
+// cost a pointer and about 80 bytes per key where an entry here is 56.
 
 var _ Limiter = (*Memory)(nil)
 
 type memoryShard struct {
 	mu sync.Mutex
-	// slots indexes entries by key hash: an open-addressing table with
-	// linear probing, a power of two long and at most 3/4 full. A slot is 0
-	// when empty, else the high 32 bits of the key's hash (which also pick
-	// the slot to start probing from) above the entry's position + 1. A
-	// matching hash is only a candidate: the key itself is compared.
-	slots   []uint64
-	entries []memoryEntry
-	max     int
-	_       [64]byte // keep shards on separate cache lines
+	// table holds the shard's entries in place, by key hash: an
+	// open-addressing table with linear probing, a power of two long and
+	// at most 7/8 full, so that finding a key reads one entry, not an
+	// index and then an entry.
+	table []memoryEntry
+	// peek is the table too, for decide to start loading a key's entry
+	// before it has the lock: entries' hash fields are written atomically
+	// and read so, outside the lock, only as that hint.
+	peek atomic.Pointer[[]memoryEntry]
+	n    int // entries in use
+	max  int
+	_    [72]byte // keep shards on separate cache lines
 }
 
-// memoryMinSlots is the length of a shard's table before it grows.
-const memoryMinSlots = 8
+// memoryMinTable is the length of a shard's table before it grows.
+const memoryMinTable = 8
 
 type memoryEntry struct {
+	// hash is 0 when the entry is empty, else the high 32 bits of the
+	// key's hash (which also pick the entry to start probing from) above
+	// a 1. A matching hash is only a candidate: the key itself is compared.
+	hash   uint64
 	key    string
 	state  bucket.State
 	fullAt int64 // millisecond from which state is a full bucket
@@ -109,12 +117,12 @@ func NewMemory(cfg *MemoryConfig) (*Memory, error) {
 	}
 	for i := range m.shards {
 		s := &m.shards[i]
-		s.slots = make([]uint64, memoryMinSlots)
+		s.setTable(make([]memoryEntry, memoryMinTable))
 		s.max = c.MaxKeys / n
 		if i < c.MaxKeys%n {
 			s.max++
 		}
-		s.max = min(s.max, math.MaxInt32) // positions must fit a slot
+		s.max = min(s.max, math.MaxInt32) // so that 32 hash bits can place any entry
 	}
 	return m, nil
 }
@@ -135,7 +143,7 @@ func (m *Memory) Len() int {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
-		total += len(s.entries)
+		total += s.n
 		s.mu.Unlock()
 	}
 	return total
@@ -145,30 +153,34 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 	if n < 0 {
 		return Decision{}, ErrNegativeUnits
 	}
-	prm, err := bucket.New(p.Limit, p.Window, p.Burst)
-	if err != nil {
-		return Decision{}, err
-	}
 	now := m.nowMilli()
 	// One hash serves both to pick the shard (low half) and to find the
 	// key in it (high half).
 	h := maphash.String(m.seed, key)
 	s := &m.shards[uint64(uint32(h))*uint64(len(m.shards))>>32]
-	tag := uint32(h >> 32)
+	hash := h>>32<<32 | 1
+	// Touch the entry where the search for key starts, so that it is on
+	// its way to the cache while the policy is checked and the lock taken.
+	t := *s.peek.Load()
+	atomic.LoadUint64(&t[uint32(hash>>32)&uint32(len(t)-1)].hash)
+	prm, err := bucket.New(p.Limit, p.Window, p.Burst)
+	if err != nil {
+		return Decision{}, err
+	}
 
 	s.mu.Lock()
-	i := s.find(key, tag)
+	i := s.find(key, hash)
 	var st *bucket.State
 	if i >= 0 {
-		st = &s.entries[i].state
+		st = &s.table[i].state
 	}
 	r := bucket.Decide(st, prm, now, op, n)
 	if r.Write {
 		if i >= 0 {
-			e := &s.entries[i]
+			e := &s.table[i]
 			e.state, e.fullAt = r.State, r.FullAt
 		} else {
-			m.insert(s, key, tag, r.State, r.FullAt, now)
+			m.insert(s, key, hash, r.State, r.FullAt, now)
 		}
 	}
 	s.mu.Unlock()
@@ -192,88 +204,106 @@ func (m *Memory) nowMilli() int64 {
 	return (m.startN + int64(time.Since(m.start))) / int64(time.Millisecond)
 }
 
-// find returns the position in s.entries of key, whose hash has tag as its
-// high half, or -1 if the shard does not hold key. s.mu is held.
-func (s *memoryShard) find(key string, tag uint32) int {
-	mask := uint32(len(s.slots) - 1)
-	for i := tag & mask; ; i = (i + 1) & mask {
-		v := s.slots[i]
-		if v == 0 {
-			return -1
+// find returns the position in s.table of key, whose hash field is hash, or
+// -1 if the shard does not hold key. s.mu is held.
+func (s *memoryShard) find(key string, hash uint64) int {
+	mask := uint32(len(s.table) - 1)
+	for i := uint32(hash>>32) & mask; ; i = (i + 1) & mask {
+		e := &s.table[i]
+		if e.hash == hash && e.key == key {
+			return int(i)
 		}
-		if uint32(v>>32) == tag {
-			if j := int(uint32(v) - 1); s.entries[j].key == key {
-				return j
-			}
+		if e.hash == 0 {
+			return -1
 		}
 	}
 }
 
-// insert adds key, whose hash has tag as its high half, evicting another key
-// if the shard is full. s.mu is held.
-func (m *Memory) insert(s *memoryShard, key string, tag uint32, st bucket.State, fullAt, now int64) {
+// insert adds key, whose hash field is hash, evicting another key if the
+// shard is full. s.mu is held.
+func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State, fullAt, now int64) {
 	// Copy the key so that a key sliced from a larger buffer (a request
 	// body, say) does not keep the whole buffer alive.
-	e := memoryEntry{key: strings.Clone(key), state: st, fullAt: fullAt}
-	if len(s.entries) < s.max {
-		if 4*(len(s.entries)+1) > 3*len(s.slots) {
+	e := memoryEntry{hash: hash, key: strings.Clone(key), state: st, fullAt: fullAt}
+	if s.n < s.max {
+		if 8*(s.n+1) > 7*len(s.table) {
 			s.grow()
 		}
-		s.put(uint64(tag)<<32 | uint64(len(s.entries)+1))
-		s.entries = append(s.entries, e)
+		s.put(e)
+		s.n++
 		return
 	}
-	victim := rand.IntN(len(s.entries))
+	victim := s.sample()
 	for range evictionSamples - 1 {
-		if s.entries[victim].fullAt <= now {
+		if s.table[victim].fullAt <= now {
 			break // already full: forgetting it loses nothing
 		}
-		if j := rand.IntN(len(s.entries)); s.entries[j].fullAt < s.entries[victim].fullAt {
+		if j := s.sample(); s.table[j].fullAt < s.table[victim].fullAt {
 			victim = j
 		}
 	}
-	s.remove(uint64(maphash.String(m.seed, s.entries[victim].key)>>32<<32) | uint64(victim+1))
-	s.entries[victim] = e
-	s.put(uint64(tag)<<32 | uint64(victim+1))
+	s.remove(victim)
+	s.put(e)
 }
 
-// put adds slot value v to the table, which has room for it. s.mu is held.
-func (s *memoryShard) put(v uint64) {
-	mask := uint32(len(s.slots) - 1)
-	i := uint32(v>>32) & mask
-	for s.slots[i] != 0 {
+// sample returns the position of a random entry in use; the shard holds at
+// least one. s.mu is held.
+func (s *memoryShard) sample() int {
+	mask := len(s.table) - 1
+	i := rand.IntN(len(s.table))
+	for s.table[i].hash == 0 {
 		i = (i + 1) & mask
 	}
-	s.slots[i] = v
+	return i
 }
 
-// remove takes slot value v, which the table holds, out of it. s.mu is held.
-func (s *memoryShard) remove(v uint64) {
-	mask := uint32(len(s.slots) - 1)
-	i := uint32(v>>32) & mask
-	for s.slots[i] != v {
+// put adds e to the table, which has room for it. s.mu is held.
+func (s *memoryShard) put(e memoryEntry) {
+	mask := uint32(len(s.table) - 1)
+	i := uint32(e.hash>>32) & mask
+	for s.table[i].hash != 0 {
 		i = (i + 1) & mask
 	}
-	// Move back each following slot of the run that probing from its home
+	s.set(i, &e)
+}
+
+// remove empties the entry at position i. s.mu is held.
+func (s *memoryShard) remove(i int) {
+	mask := len(s.table) - 1
+	// Move back each following entry of the run that probing from its home
 	// would no longer reach across the hole at i.
-	for j := (i + 1) & mask; s.slots[j] != 0; j = (j + 1) & mask {
-		home := uint32(s.slots[j]>>32) & mask
+	for j := (i + 1) & mask; s.table[j].hash != 0; j = (j + 1) & mask {
+		home := int(s.table[j].hash>>32) & mask
 		if (j-home)&mask >= (j-i)&mask { // home is at or before i
-			s.slots[i] = s.slots[j]
+			s.set(uint32(i), &s.table[j])
 			i = j
 		}
 	}
-	s.slots[i] = 0
+	s.set(uint32(i), &memoryEntry{})
 }
 
-// grow doubles the table. Each slot holds the bits that place it, so the
+// set copies e to position i, writing the hash atomically. s.mu is held.
+func (s *memoryShard) set(i uint32, e *memoryEntry) {
+	d := &s.table[i]
+	d.key, d.state, d.fullAt = e.key, e.state, e.fullAt
+	atomic.StoreUint64(&d.hash, e.hash)
+}
+
+// setTable replaces the table with t. s.mu is held, or s is not shared yet.
+func (s *memoryShard) setTable(t []memoryEntry) {
+	s.table = t
+	s.peek.Store(&t)
+}
+
+// grow doubles the table. Each entry holds the bits that place it, so the
 // keys are not hashed again. s.mu is held.
 func (s *memoryShard) grow() {
-	old := s.slots
-	s.slots = make([]uint64, 2*len(old))
-	for _, v := range old {
-		if v != 0 {
-			s.put(v)
+	old := s.table
+	s.table = make([]memoryEntry, 2*len(old))
+	for i := range old {
+		if old[i].hash != 0 {
+			s.put(old[i])
 		}
 	}
+	s.setTable(s.table)
 }

@@ -202,6 +202,38 @@ func TestMemoryFindsEveryKeyItTracksThroughEvictions(t *testing.T) {
 	}
 }
 
+func TestMemoryKeepsItsCapUnderConcurrentEvictions(t *testing.T) {
+	const maxKeys = 1000
+	clock := ratelimittest.NewClock(ratelimittest.Epoch())
+	m := newMemory(t, &ratelimit.MemoryConfig{MaxKeys: maxKeys, Now: clock.Now})
+	ctx := context.Background()
+	p := ratelimit.PerHour(10) // the clock stands still: no refill
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 5000 {
+				key := "g" + strconv.Itoa(g) + ":" + strconv.Itoa(i%3000)
+				if _, err := m.Allow(ctx, key, p, 1); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	tracked := 0
+	for g := range 8 {
+		for i := range 3000 {
+			if d, _ := m.Allow(ctx, "g"+strconv.Itoa(g)+":"+strconv.Itoa(i), p, 0); d.Remaining < 10 {
+				tracked++
+			}
+		}
+	}
+	if n := m.Len(); tracked != n || n != maxKeys {
+		t.Fatalf("%d keys found with units taken, Len %d, want both MaxKeys %d", tracked, n, maxKeys)
+	}
+}
+
 func TestMemoryEvictionSparesKeysInDebt(t *testing.T) {
 	clock := ratelimittest.NewClock(ratelimittest.Epoch())
 	m := newMemory(t, &ratelimit.MemoryConfig{MaxKeys: 10_000, Now: clock.Now})
@@ -292,7 +324,15 @@ func TestMemoryAgreesWithXTimeRate(t *testing.T) {
 	}
 }
 
-func BenchmarkMemoryAllow(b *testing.B) {
+// BenchmarkMemoryAllow decides on tracked keys in the order they were added,
+// which keeps the entries of keys added together in the cache together.
+func BenchmarkMemoryAllow(b *testing.B) { benchmarkMemoryAllow(b, 1) }
+
+// BenchmarkMemoryAllowScattered decides on tracked keys in an order unrelated
+// to the one they were added in, as requests from many clients arrive.
+func BenchmarkMemoryAllowScattered(b *testing.B) { benchmarkMemoryAllow(b, 7919) }
+
+func benchmarkMemoryAllow(b *testing.B, stride int) {
 	for _, keys := range []int{1024, 100_000} {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
 			// Room for every key, so that the benchmark measures decisions
@@ -305,6 +345,7 @@ func BenchmarkMemoryAllow(b *testing.B) {
 				names[i] = fmt.Sprintf("principal_%08d:/v1/chat", i)
 				m.Allow(ctx, names[i], p, 1)
 			}
+			step := stride % keys // coprime with keys: every key is visited
 			var next atomic.Int64
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -312,8 +353,8 @@ func BenchmarkMemoryAllow(b *testing.B) {
 				i := int(next.Add(7919)) % keys
 				for pb.Next() {
 					m.Allow(ctx, names[i], p, 1)
-					if i++; i == keys {
-						i = 0
+					if i += step; i >= keys {
+						i -= keys
 					}
 				}
 			})
