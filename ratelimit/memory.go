@@ -75,13 +75,16 @@ type memoryShard struct {
 	// at most 7/8 full, so that finding a key reads one entry, not an
 	// index and then an entry.
 	table []memoryEntry
+	n     int // entries in use
+	max   int
+	_     [16]byte
 	// peek is the table too, for decide to start loading a key's entry
 	// before it has the lock: entries' hash fields are written atomically
-	// and read so, outside the lock, only as that hint.
+	// and read so, outside the lock, only as that hint. It is on a cache
+	// line of its own, which only a growing table writes, so that reading
+	// it does not fetch the line the lock is on, which other cores write.
 	peek atomic.Pointer[[]memoryEntry]
-	n    int // entries in use
-	max  int
-	_    [72]byte // keep shards on separate cache lines
+	_    [56]byte // keep shards on separate cache lines
 }
 
 // memoryMinTable is the length of a shard's table before it grows.
