@@ -66,7 +66,11 @@ type Memory struct {
 // debt, reports no retry time from AllowN (ReserveN allocates one), and would
 // cost a pointer and about 80 bytes per key where an entry here is 56.
 
-var _ Limiter = (*Memory)(nil)
+var _ RealTimeLimiter = (*Memory)(nil)
+
+// RealTime implements RealTimeLimiter: a Memory keeps real time unless
+// MemoryConfig.Now gave it another clock.
+func (m *Memory) RealTime() bool { return m.now == nil }
 
 type memoryShard struct {
 	mu sync.Mutex
