@@ -1,6 +1,7 @@
 package errors
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -306,11 +307,9 @@ const hexDigits = "0123456789abcdef"
 // than n" tricks, exact for whether any byte matches).
 func plainWord(w string) bool {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
-		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
-	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
-	control := (x - 0x20*ones) & ^x & highs
-	return (x&highs)|control|hasZero(x^('"'*ones))|hasZero(x^('\\'*ones)) == 0
+	x := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(w), 8))
+	quote, backslash := x^('"'*ones), x^('\\'*ones)
+	return (x|(x-0x20*ones)&^x|(quote-ones)&^quote|(backslash-ones)&^backslash)&highs == 0
 }
 
 // appendString appends s as a JSON string. Control characters, quotes and
@@ -318,19 +317,15 @@ func plainWord(w string) bool {
 // are escaped so the output is safe inside JavaScript too.
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if i+8 <= len(s) && plainWord(s[i:i+8]) {
-			i += 8
-			continue
+	for {
+		n := plainPrefix(s)
+		dst = append(dst, s[:n]...)
+		s = s[n:]
+		if s == "" {
+			return append(dst, '"')
 		}
-		b := s[i]
+		b := s[0]
 		if b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
 			switch b {
 			case '"', '\\':
 				dst = append(dst, '\\', b)
@@ -343,27 +338,37 @@ func appendString(dst []byte, s string) []byte {
 			default:
 				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
 			}
-			i++
-			start = i
+			s = s[1:]
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
 			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
+		case r == '\u2028' || r == '\u2029':
 			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
+		default:
+			dst = append(dst, s[:size]...)
 		}
-		i += size
+		s = s[size:]
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
+
+// plainPrefix returns the length of the longest prefix of s that a JSON
+// string holds as it is: ASCII from 0x20 up, without '"' or '\\'.
+func plainPrefix(s string) int {
+	i := 0
+	for ; i+8 <= len(s) && plainWord(s[i:i+8]); i += 8 {
+	}
+	for ; i < len(s) && plainByte[s[i]]; i++ {
+	}
+	return i
+}
+
+// plainByte reports, by byte, what plainPrefix takes.
+var plainByte = func() (t [256]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		t[b] = b != '"' && b != '\\'
+	}
+	return t
+}()
