@@ -1,6 +1,7 @@
 package errors
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/http"
@@ -104,7 +105,7 @@ func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Spac
 	if contentType != "" {
 		put("Content-Type", contentType)
 	}
-	if requestID != "" {
+	if v := h["X-Request-Id"]; requestID != "" && (len(v) != 1 || v[0] != requestID) {
 		put("X-Request-Id", requestID)
 	}
 }
@@ -138,6 +139,11 @@ func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
 // WriteWith is Write with the header values kept in sp (see [Space]); a
 // nil or used sp allocates one.
 func WriteWith(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta, sp *Space) {
+	write(w, r, s, e, m, sp, nil)
+}
+
+// write writes e in shape s, with the body from t when it is not nil.
+func write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta, sp *Space, t *BodyTemplate) {
 	if sp == nil || sp.used {
 		sp = new(Space)
 	}
@@ -150,9 +156,78 @@ func WriteWith(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta
 		return
 	}
 	buf := bodyPool.Get().(*[512]byte)
-	b := s.AppendBody(buf[:0], e, m)
+	var b []byte
+	if t != nil {
+		b = t.AppendBody(buf[:0], m)
+	} else {
+		b = s.AppendBody(buf[:0], e, m)
+	}
 	_, _ = w.Write(b)
 	bodyPool.Put(buf)
+}
+
+// BodyTemplate is an error's body rendered once in one shape, for errors
+// answered many times over (a 429 to a client that keeps sending): each
+// response then copies it, putting in its own request id, instead of
+// rendering the error again. It is immutable and safe for concurrent use.
+type BodyTemplate struct {
+	shape Shape
+	err   Error
+	// The body is prefix + the request id as a JSON string + suffix, or
+	// just prefix when the shape has no request id.
+	prefix, suffix []byte
+	hole           bool
+}
+
+// templateHole stands for the request id while a template is rendered.
+const templateHole = "gatekit-template-request-id-hole"
+
+// Template renders e in shape s as a BodyTemplate. It reports false for
+// a shape whose body holds more than the request id that varies between
+// responses (the gateway shape's path and time).
+func (s Shape) Template(e *Error) (*BodyTemplate, bool) {
+	if s == ShapeGateway {
+		return nil, false
+	}
+	t := &BodyTemplate{shape: s, err: *e}
+	body := s.AppendBody(nil, e, Meta{RequestID: templateHole})
+	hole := []byte(`"` + templateHole + `"`)
+	switch bytes.Count(body, hole) {
+	case 0:
+		t.prefix = body
+	case 1:
+		i := bytes.Index(body, hole)
+		t.prefix, t.suffix, t.hole = body[:i], body[i+len(hole):], true
+	default:
+		return nil, false // the error's own text holds the placeholder
+	}
+	// The error's text could still hold the placeholder where the id is
+	// not: check the template against a rendering with another id.
+	const other = "req_template_check"
+	if !bytes.Equal(t.AppendBody(nil, Meta{RequestID: other}), s.AppendBody(nil, e, Meta{RequestID: other})) {
+		return nil, false
+	}
+	return t, true
+}
+
+// AppendBody appends the body for a response with meta m to dst: the same
+// bytes as Shape.AppendBody for the template's shape and error.
+func (t *BodyTemplate) AppendBody(dst []byte, m Meta) []byte {
+	if !t.hole {
+		return append(dst, t.prefix...)
+	}
+	if m.RequestID == "" {
+		return t.shape.AppendBody(dst, &t.err, m)
+	}
+	dst = append(dst, t.prefix...)
+	dst = appendString(dst, m.RequestID)
+	return append(dst, t.suffix...)
+}
+
+// Write is WriteWith for e, the error t was made from (or one differing
+// only in RetryAfter within the same second), with the body from t.
+func (t *BodyTemplate) Write(w http.ResponseWriter, r *http.Request, e *Error, m Meta, sp *Space) {
+	write(w, r, t.shape, e, m, sp, t)
 }
 
 // AppendBody appends e, rendered in shape s, to dst and returns the result.

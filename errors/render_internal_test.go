@@ -1,9 +1,11 @@
 package errors
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -45,5 +47,49 @@ func TestPlainWord(t *testing.T) {
 				t.Fatalf("plainWord with byte %#x at %d = %v, want %v", c, pos, got, plain)
 			}
 		}
+	}
+}
+
+// A template writes the same bytes as rendering the error, for every shape
+// it accepts, whatever the request id.
+func TestBodyTemplateRendersAsTheShape(t *testing.T) {
+	errs := []*Error{
+		RateLimitExceeded("Rate limit reached for key_1 on requests: limit 1 per minute. Please try again in 37s.", 36512*time.Millisecond),
+		InvalidArgument("messages[0].role", "quote \" backslash \\ newline \n and \u2028"),
+		New(CodeModelOverloaded, ""),
+		RateLimitExceeded(templateHole, time.Second),
+		RateLimitExceeded(`"`+templateHole+`"`, time.Second),
+	}
+	ids := []string{"req_0123456789abcdef01234567", "", `needs "escaping"`, templateHole}
+	for _, s := range Shapes() {
+		for i, e := range errs {
+			tmpl, ok := s.Template(e)
+			if !ok {
+				if s != ShapeGateway && i < 3 {
+					t.Errorf("%s: no template for error %d", s, i)
+				}
+				continue
+			}
+			if s == ShapeGateway {
+				t.Fatalf("gateway shape (path and time per response) gave a template")
+			}
+			for _, id := range ids {
+				m := Meta{RequestID: id, Path: "/v1/models"}
+				if got, want := tmpl.AppendBody(nil, m), s.AppendBody(nil, e, m); !bytes.Equal(got, want) {
+					t.Errorf("%s, error %d, id %q:\n got %s\nwant %s", s, i, id, got, want)
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkBodyTemplate(b *testing.B) {
+	e := RateLimitExceeded("Rate limit reached for key_1 on requests: limit 1 per minute. Please try again in 37s.", 36512*time.Millisecond)
+	tmpl, _ := ShapeOpenAI.Template(e)
+	m := Meta{RequestID: "req_0123456789abcdef01234567"}
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = tmpl.AppendBody(buf[:0], m)
 	}
 }

@@ -71,8 +71,9 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 			e = cfg.Map(err)
 		}
 		var space *apierrors.Space
+		var tmpl *apierrors.BodyTemplate
 		if d, ok := err.(*denial); ok && e == nil {
-			e, space = &d.err, &d.space
+			e, space, tmpl = &d.err, &d.space, d.text.template(cfg.Shape, &d.err)
 		}
 		if e == nil {
 			e = ToAPIError(err, c)
@@ -93,6 +94,10 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		h := res.Header()
 		delete(h, "Content-Length")
 		delete(h, "Content-Encoding")
+		if tmpl != nil {
+			tmpl.Write(res, req, e, meta, space)
+			return
+		}
 		apierrors.WriteWith(res, req, cfg.Shape, e, meta, space)
 	}, nil
 }

@@ -176,11 +176,33 @@ const (
 	limitTokens   = 1
 )
 
-// denialText is a denial message and what it was made for.
+// denialText is a denial message and what it was made for, with the
+// denial's body rendered once in the error handler's shape.
 type denialText struct {
 	policy  ratelimit.Policy
 	seconds int64
 	message string
+	body    atomic.Pointer[denialBody]
+}
+
+// denialBody is a denial's body template in one shape.
+type denialBody struct {
+	shape apierrors.Shape
+	tmpl  *apierrors.BodyTemplate
+}
+
+// template returns the body template of e, the error of a denial with
+// this text, in shape s, or nil for a shape that has none.
+func (t *denialText) template(s apierrors.Shape, e *apierrors.Error) *apierrors.BodyTemplate {
+	if b := t.body.Load(); b != nil && b.shape == s {
+		return b.tmpl
+	}
+	tmpl, ok := s.Template(e)
+	if !ok {
+		return nil
+	}
+	t.body.Store(&denialBody{shape: s, tmpl: tmpl})
+	return tmpl
 }
 
 // denial is a 429 from the rate limiter: the error and the room its
@@ -189,6 +211,7 @@ type denialText struct {
 type denial struct {
 	err   apierrors.Error
 	space apierrors.Space
+	text  *denialText
 }
 
 func (d *denial) Error() string { return d.err.Error() }
@@ -216,7 +239,7 @@ func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome) error {
 	if limit == limitTokens {
 		d.err = tokensExceeded
 	}
-	d.err.Message, d.err.RetryAfter = t.message, o.Decision.RetryAfter
+	d.err.Message, d.err.RetryAfter, d.text = t.message, o.Decision.RetryAfter, t
 	return d
 }
 

@@ -91,6 +91,9 @@ func (cfg RequestIDConfig) ToStep() (Step, error) {
 // GetRequestID returns the id [RequestID] gave the request, or "" when the
 // middleware did not run.
 func GetRequestID(c echo.Context) string {
+	if cc, ok := c.(*chainContext); ok && cc.state.requestID[0] != "" {
+		return cc.state.requestID[0]
+	}
 	if v := c.Response().Header()[HeaderRequestID]; len(v) > 0 {
 		return v[0]
 	}
