@@ -72,8 +72,10 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		}
 		var space *apierrors.Space
 		var tmpl *apierrors.BodyTemplate
+		var denied apierrors.Error
 		if d, ok := err.(*denial); ok && e == nil {
-			e, space, tmpl = &d.err, &d.space, d.text.template(cfg.Shape, &d.err)
+			denied = d.apiError()
+			e, space, tmpl = &denied, &d.space, d.text.template(cfg.Shape)
 		}
 		if e == nil {
 			e = ToAPIError(err, c)

@@ -176,12 +176,13 @@ const (
 	limitTokens   = 1
 )
 
-// denialText is a denial message and what it was made for, with the
-// denial's body rendered once in the error handler's shape.
+// denialText is a denial's error as of one number of seconds to wait,
+// which is all its message and body depend on, with the body rendered once
+// in the error handler's shape.
 type denialText struct {
 	policy  ratelimit.Policy
 	seconds int64
-	message string
+	err     apierrors.Error // RetryAfter is seconds in full
 	body    atomic.Pointer[denialBody]
 }
 
@@ -191,13 +192,13 @@ type denialBody struct {
 	tmpl  *apierrors.BodyTemplate
 }
 
-// template returns the body template of e, the error of a denial with
-// this text, in shape s, or nil for a shape that has none.
-func (t *denialText) template(s apierrors.Shape, e *apierrors.Error) *apierrors.BodyTemplate {
+// template returns the body template of the text's error in shape s, or
+// nil for a shape that has none.
+func (t *denialText) template(s apierrors.Shape) *apierrors.BodyTemplate {
 	if b := t.body.Load(); b != nil && b.shape == s {
 		return b.tmpl
 	}
-	tmpl, ok := s.Template(e)
+	tmpl, ok := s.Template(&t.err)
 	if !ok {
 		return nil
 	}
@@ -205,17 +206,38 @@ func (t *denialText) template(s apierrors.Shape, e *apierrors.Error) *apierrors.
 	return tmpl
 }
 
-// denial is a 429 from the rate limiter: the error and the room its
-// response needs, in one allocation. It unwraps to its *apierrors.Error,
-// and ErrorHandler writes it without allocating.
+// denial is a 429 from the rate limiter: its text, its exact wait and the
+// room its response needs, in one small allocation. It is an
+// *apierrors.Error to errors.As, and ErrorHandler writes it without
+// allocating.
 type denial struct {
-	err   apierrors.Error
-	space apierrors.Space
-	text  *denialText
+	text       *denialText
+	retryAfter time.Duration
+	space      apierrors.Space
 }
 
-func (d *denial) Error() string { return d.err.Error() }
-func (d *denial) Unwrap() error { return &d.err }
+// apiError is the denial as its API error, with the exact wait.
+func (d *denial) apiError() apierrors.Error {
+	e := d.text.err
+	e.RetryAfter = d.retryAfter
+	return e
+}
+
+func (d *denial) Error() string {
+	e := d.apiError()
+	return e.Error()
+}
+
+// As makes the denial an *apierrors.Error (a copy of its own) to
+// errors.As.
+func (d *denial) As(target any) bool {
+	if p, ok := target.(**apierrors.Error); ok {
+		e := d.apiError()
+		*p = &e
+		return true
+	}
+	return false
+}
 
 // The errors denials copy: the catalog's status, type and retry flag.
 var (
@@ -228,19 +250,15 @@ func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome) error {
 	secs := apierrors.Seconds(o.Decision.RetryAfter)
 	t := e.denials[limit].Load()
 	if t == nil || t.seconds != secs || t.policy != o.Policy {
+		t = &denialText{policy: o.Policy, seconds: secs, err: rateLimitExceeded}
 		name := "requests"
 		if limit == limitTokens {
-			name = "tokens"
+			name, t.err = "tokens", tokensExceeded
 		}
-		t = &denialText{policy: o.Policy, seconds: secs, message: denialMessage(p, name, o)}
+		t.err.Message, t.err.RetryAfter = denialMessage(p, name, o), time.Duration(secs)*time.Second
 		e.denials[limit].Store(t)
 	}
-	d := &denial{err: rateLimitExceeded}
-	if limit == limitTokens {
-		d.err = tokensExceeded
-	}
-	d.err.Message, d.err.RetryAfter, d.text = t.message, o.Decision.RetryAfter, t
-	return d
+	return &denial{text: t, retryAfter: o.Decision.RetryAfter}
 }
 
 // principalRoutes is the route entries a principal has, kept on the
