@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
+	"unsafe"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -62,7 +63,8 @@ func (cfg RequestIDConfig) ToStep() (Step, error) {
 	if cfg.Skipper == nil {
 		cfg.Skipper = middleware.DefaultSkipper
 	}
-	if cfg.Generator == nil {
+	generated := cfg.Generator == nil
+	if generated {
 		cfg.Generator = newRequestID
 	}
 	return func(c echo.Context, next echo.HandlerFunc) error {
@@ -79,8 +81,16 @@ func (cfg RequestIDConfig) ToStep() (Step, error) {
 			}
 		}
 		if cc, ok := c.(*chainContext); ok {
-			cc.state.requestID[0] = cfg.Generator()
-			h[HeaderRequestID] = cc.state.requestID[:1:1]
+			st := &cc.state
+			if generated {
+				// The id's text lives in the request's record, which is
+				// never reused: no allocation of its own.
+				fillRequestID(&st.requestIDText)
+				st.requestID[0] = unsafe.String(&st.requestIDText[0], len(st.requestIDText))
+			} else {
+				st.requestID[0] = cfg.Generator()
+			}
+			h[HeaderRequestID] = st.requestID[:1:1]
 		} else {
 			h[HeaderRequestID] = []string{cfg.Generator()}
 		}
@@ -124,13 +134,21 @@ func ValidRequestID(id string) bool {
 // processes, without a system call per request, and revealing nothing
 // about the service's traffic the way a counter would.
 func newRequestID() string {
-	var buf [4 + 24]byte
+	var buf [requestIDLength]byte
+	fillRequestID(&buf)
+	return string(buf[:])
+}
+
+// requestIDLength is the length of a generated id.
+const requestIDLength = 4 + 24
+
+// fillRequestID writes a new id to buf.
+func fillRequestID(buf *[requestIDLength]byte) {
 	copy(buf[:], "req_")
 	var raw [12]byte
 	binary.LittleEndian.PutUint64(raw[:8], rand.Uint64())
 	binary.LittleEndian.PutUint32(raw[8:], rand.Uint32())
 	hex.Encode(buf[4:], raw[:])
-	return string(buf[:])
 }
 
 // mustMiddleware unwraps a constructor that cannot fail with its default

@@ -62,8 +62,9 @@ type requestState struct {
 
 	// Space a request would otherwise allocate, kept here when the record
 	// lives in a Chain's context.
-	requestID [1]string
-	body      limitedBody
+	requestID     [1]string
+	requestIDText [requestIDLength]byte
+	body          limitedBody
 	// rateLimitHeaders is the room for the rate-limit header values.
 	rateLimitHeaders ratelimit.Scratch
 }
