@@ -96,8 +96,8 @@ func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Spac
 		b := strconv.AppendInt(sp.text[:0], Seconds(d), 10)
 		n := len(b)
 		b = strconv.AppendInt(b, Milliseconds(d), 10)
-		// Both numbers fit in text (two int64s are at most 40 bytes), which
-		// is never written again.
+		// Both numbers fit in text (for any Duration, at most 10 and 13
+		// digits), which is never written again.
 		s := unsafe.String(&sp.text[0], len(b))
 		put("Retry-After", s[:n])
 		put("Retry-After-Ms", s[n:])
@@ -119,7 +119,7 @@ func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Spac
 // was already used allocates a new one.
 type Space struct {
 	vals [5]string
-	text [40]byte
+	text [24]byte
 	used bool
 }
 

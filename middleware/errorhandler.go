@@ -93,9 +93,15 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 			}
 			return
 		}
-		h := res.Header()
-		delete(h, "Content-Length")
-		delete(h, "Content-Encoding")
+		if space == nil {
+			// A handler may have set these for the body it meant to
+			// write. A denial comes before the handler: any such header
+			// is an outer middleware's, describing what it does to every
+			// body (a compressing writer's Content-Encoding), and stays.
+			h := res.Header()
+			delete(h, "Content-Length")
+			delete(h, "Content-Encoding")
+		}
 		if tmpl != nil {
 			tmpl.Write(res, req, e, meta, space)
 			return

@@ -184,6 +184,10 @@ type denialText struct {
 	seconds int64
 	err     apierrors.Error // RetryAfter is seconds in full
 	body    atomic.Pointer[denialBody]
+	// renders counts the denials written with this text before a body
+	// template is made: only for a text that is used again, since with
+	// many principals most texts are used once.
+	renders atomic.Int32
 }
 
 // denialBody is a denial's body template in one shape.
@@ -193,10 +197,14 @@ type denialBody struct {
 }
 
 // template returns the body template of the text's error in shape s, or
-// nil for a shape that has none.
+// nil when there is none: for a shape that has none, and for the text's
+// first use.
 func (t *denialText) template(s apierrors.Shape) *apierrors.BodyTemplate {
 	if b := t.body.Load(); b != nil && b.shape == s {
 		return b.tmpl
+	}
+	if t.renders.Add(1) == 1 {
+		return nil
 	}
 	tmpl, ok := s.Template(&t.err)
 	if !ok {
