@@ -121,8 +121,9 @@ func (s *Store) Charge(ctx context.Context, key string, p ratelimit.Policy, n in
 }
 
 // RealTime implements ratelimit.RealTimeLimiter: decisions follow Redis's
-// clock, and nothing but time refills a bucket.
-func (s *Store) RealTime() bool { return true }
+// clock (unless Config.Now gave the store a test clock), and nothing but
+// time refills a bucket.
+func (s *Store) RealTime() bool { return s.now == nil }
 
 // Key returns the Redis key holding key's bucket: Prefix + "v2:{" + key +
 // "}", where v2 is the format of the value.

@@ -59,6 +59,21 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
+func TestStoreKeepsRealTimeOnlyOnRedisClock(t *testing.T) {
+	client := redistest.Unreachable(t)
+	own, err := redisstore.New(client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test, err := redisstore.New(client, &redisstore.Config{Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !own.RealTime() || test.RealTime() {
+		t.Fatalf("RealTime: Redis's clock %v, a configured clock %v; want true, false", own.RealTime(), test.RealTime())
+	}
+}
+
 // TestStoreMatchesMemory replays random sequences of Allow and Charge on a
 // few keys, with the clock jumping, policies changing and values near the
 // largest a policy allows, against the Redis store and the memory store: the
