@@ -2,6 +2,7 @@ package gatekit_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -342,6 +343,72 @@ func TestRedisLimitsHoldAcrossEchoInstances(t *testing.T) {
 		t.Fatalf("allowed %d (denied %d) in %v; bound %d", allowed.Load(), denied.Load(), elapsed, bound)
 	}
 	t.Logf("allowed %d, denied %d in %v (bound %d)", allowed.Load(), denied.Load(), elapsed, bound)
+}
+
+// TestRedisDeniedFloodCostsNoStoreCalls: once a principal is denied, its
+// further requests are answered from the remembered denial, with the hints
+// counted down, until the store could answer otherwise: a flood of 429s
+// does not reach Redis.
+func TestRedisDeniedFloodCostsNoStoreCalls(t *testing.T) {
+	rs := redistest.Start(t)
+	providers := redisProviders(t, rs, 1, func(c *gatekit.Config) {
+		c.Tiers["pro"] = gatekit.TierConfig{LimitConfig: gatekit.LimitConfig{RPM: 1}}
+	})
+	client := &http.Client{Transport: keyTransport("sk-demo-pro")}
+	get := func() *http.Response {
+		res, err := client.Get(providers[0].URL + "/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	if res := get(); res.StatusCode != 200 {
+		t.Fatalf("first request: %d", res.StatusCode)
+	}
+	before := scriptCalls(t, rs)
+	const flood = 200
+	lastMs := int64(60_001)
+	for i := range flood {
+		res := get()
+		if res.StatusCode != 429 {
+			t.Fatalf("request %d of the flood: %d", i, res.StatusCode)
+		}
+		ms, err := strconv.ParseInt(res.Header.Get("Retry-After-Ms"), 10, 64)
+		if err != nil || ms <= 0 || ms > lastMs || res.Header.Get("Retry-After") != strconv.FormatInt((ms+999)/1000, 10) {
+			t.Fatalf("request %d: Retry-After %q, Retry-After-Ms %q after %d", i, res.Header.Get("Retry-After"), res.Header.Get("Retry-After-Ms"), lastMs)
+		}
+		lastMs = ms
+	}
+	// The first two denials ask the store (the second is timed); the rest
+	// are remembered.
+	if calls := scriptCalls(t, rs) - before; calls > 2 {
+		t.Fatalf("%d denied requests made %d script calls, want at most 2", flood, calls)
+	}
+}
+
+// scriptCalls is how many EVAL and EVALSHA calls rs has served.
+func scriptCalls(t *testing.T, rs *redistest.Server) int64 {
+	t.Helper()
+	info, err := rs.Client(t).Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok || (name != "cmdstat_eval" && name != "cmdstat_evalsha") {
+			continue
+		}
+		n, _, _ := strings.Cut(rest, ",")
+		v, err := strconv.ParseInt(n, 10, 64)
+		if err != nil {
+			t.Fatalf("commandstats line %q: %v", line, err)
+		}
+		total += v
+	}
+	return total
 }
 
 // TestRedisOutageFailsClosedOrOpenWithinTheTimeout stops redis-server under
