@@ -372,22 +372,24 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	var reqOut, tokOut ratelimit.Outcome
 	var reqPtr, tokPtr *ratelimit.Outcome
 	if lim.Requests != nil {
-		d, ok, err := rl.decideRequest(ctx, entry, method, route, *lim.Requests)
+		reqOut.Policy = *lim.Requests
+		ok, err := rl.decideRequest(ctx, entry, method, route, &reqOut)
 		if err != nil {
 			return err
 		}
 		if ok {
-			reqOut, reqPtr = ratelimit.Outcome{Policy: *lim.Requests, Decision: d}, &reqOut
+			reqPtr = &reqOut
 		}
 	}
 	tokKey := keys[1]
 	if lim.Tokens != nil {
-		d, ok, err := rl.decide(ctx, method, route, "tokens", tokKey, *lim.Tokens, 0)
+		tokOut.Policy = *lim.Tokens
+		ok, err := rl.decide(ctx, method, route, "tokens", tokKey, tokOut.Policy, 0, &tokOut.Decision)
 		if err != nil {
 			return err
 		}
 		if ok {
-			tokOut, tokPtr = ratelimit.Outcome{Policy: *lim.Tokens, Decision: d}, &tokOut
+			tokPtr = &tokOut
 		}
 	}
 	var scratch *ratelimit.Scratch
@@ -430,22 +432,23 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 // RealTimeLimiter, a denial is remembered on the entry: until the store
 // could answer otherwise, the principal's requests are denied from it,
 // with the hints counted down, without a store call.
-func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method, route string, p ratelimit.Policy) (ratelimit.Decision, bool, error) {
+func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method, route string, o *ratelimit.Outcome) (bool, error) {
 	if !rl.rememberDenials {
-		return rl.decide(ctx, method, route, "requests", e.keys[0], p, 1)
+		return rl.decide(ctx, method, route, "requests", e.keys[0], o.Policy, 1, &o.Decision)
 	}
 	var asked int64 = -1
 	if b := e.blocked.Load(); b != nil {
 		asked = rl.clock()
-		if asked < b.until && b.policy == p {
+		if asked < b.until && b.policy == o.Policy {
 			if m := rl.cfg.Metrics; m != nil {
 				m.decision(method, route, "requests", outcomeDenied)
 			}
-			return b.at(asked), true, nil
+			o.Decision = b.at(asked)
+			return true, nil
 		}
 	}
-	d, ok, err := rl.decide(ctx, method, route, "requests", e.keys[0], p, 1)
-	switch {
+	ok, err := rl.decide(ctx, method, route, "requests", e.keys[0], o.Policy, 1, &o.Decision)
+	switch d := &o.Decision; {
 	case !ok:
 	case d.Allowed:
 		if asked >= 0 {
@@ -455,13 +458,13 @@ func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method,
 		// Until asked+RetryAfter the bucket cannot hold a unit: the store
 		// decided after asked. The millisecond off covers stores that
 		// count whole milliseconds.
-		e.blocked.Store(&blockedEntry{policy: p, until: asked + int64(d.RetryAfter-time.Millisecond), answered: rl.clock(), d: d})
+		e.blocked.Store(&blockedEntry{policy: o.Policy, until: asked + int64(d.RetryAfter-time.Millisecond), answered: rl.clock(), d: *d})
 	case asked < 0:
 		// The first denial has no time the store was asked at; it marks
 		// the entry so that the next one has.
 		e.blocked.Store(&blockedEntry{})
 	}
-	return d, ok, err
+	return ok, err
 }
 
 // blockedEntry is a request denial remembered on a route entry.
@@ -501,37 +504,40 @@ var monotonicStart = time.Now()
 // of the monotonic clock.
 func monotonicNow() int64 { return int64(time.Since(monotonicStart)) }
 
-// decide asks the limiter. On store failure it reports ok == false to fail
-// open, or returns a 503 to fail closed.
-func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key string, p ratelimit.Policy, n int64) (d ratelimit.Decision, ok bool, err error) {
+// decide asks the limiter, writing its answer to d. On store failure it
+// reports ok == false to fail open, or returns a 503 to fail closed.
+func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key string, p ratelimit.Policy, n int64, d *ratelimit.Decision) (ok bool, err error) {
 	m := rl.cfg.Metrics
-	var start time.Time
-	if m != nil {
-		start = time.Now()
+	if m == nil {
+		if *d, err = rl.cfg.Limiter.Allow(ctx, key, p, n); err != nil {
+			return rl.storeFailed(ctx, method, route, limit, err)
+		}
+		return true, nil
 	}
-	d, err = rl.cfg.Limiter.Allow(ctx, key, p, n)
-	if m != nil {
-		m.observeStore(time.Since(start), err)
-	}
+	start := time.Now()
+	*d, err = rl.cfg.Limiter.Allow(ctx, key, p, n)
+	m.observeStore(time.Since(start), err)
 	if err != nil {
-		if m != nil {
-			m.decision(method, route, limit, outcomeError)
-		}
-		rl.failures.warn(ctx, rl.cfg.Logger, "rate limit: store failed",
-			slog.String("method", method), slog.String("route", route), slog.String("limit", limit), slog.String("error", err.Error()))
-		if rl.cfg.Fail == FailOpen {
-			return d, false, nil
-		}
-		return d, false, apierrors.ServiceUnavailable(time.Second).WithCause(fmt.Errorf("rate limit store: %w", err))
+		m.decision(method, route, limit, outcomeError)
+		return rl.storeFailed(ctx, method, route, limit, err)
 	}
-	if m != nil {
-		if d.Allowed {
-			m.decision(method, route, limit, outcomeAllowed)
-		} else {
-			m.decision(method, route, limit, outcomeDenied)
-		}
+	if d.Allowed {
+		m.decision(method, route, limit, outcomeAllowed)
+	} else {
+		m.decision(method, route, limit, outcomeDenied)
 	}
-	return d, true, nil
+	return true, nil
+}
+
+// storeFailed logs a store failure and fails open (ok == false) or closed
+// (a 503).
+func (rl *rateLimiter) storeFailed(ctx context.Context, method, route, limit string, err error) (ok bool, _ error) {
+	rl.failures.warn(ctx, rl.cfg.Logger, "rate limit: store failed",
+		slog.String("method", method), slog.String("route", route), slog.String("limit", limit), slog.String("error", err.Error()))
+	if rl.cfg.Fail == FailOpen {
+		return false, nil
+	}
+	return false, apierrors.ServiceUnavailable(time.Second).WithCause(fmt.Errorf("rate limit store: %w", err))
 }
 
 func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
