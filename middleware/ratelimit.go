@@ -183,6 +183,7 @@ type denialText struct {
 	policy  ratelimit.Policy
 	seconds int64
 	err     apierrors.Error // RetryAfter is seconds in full
+	text    [160]byte       // room for err.Message
 	body    atomic.Pointer[denialBody]
 	// renders counts the denials written with this text before a body
 	// template is made: only for a text that is used again, since with
@@ -263,7 +264,13 @@ func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome) error {
 		if limit == limitTokens {
 			name, t.err = "tokens", tokensExceeded
 		}
-		t.err.Message, t.err.RetryAfter = denialMessage(p, name, o), time.Duration(secs)*time.Second
+		t.err.RetryAfter = time.Duration(secs) * time.Second
+		if b := appendDenialMessage(t.text[:0], p, name, o); unsafe.SliceData(b) == &t.text[0] {
+			// The text is never written again.
+			t.err.Message = unsafe.String(&t.text[0], len(b))
+		} else {
+			t.err.Message = string(b)
+		}
 		e.denials[limit].Store(t)
 	}
 	return &denial{text: t, retryAfter: o.Decision.RetryAfter}
@@ -462,10 +469,13 @@ func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method,
 	case asked < 0:
 		// The first denial has no time the store was asked at; it marks
 		// the entry so that the next one has.
-		e.blocked.Store(&blockedEntry{})
+		e.blocked.Store(deniedOnce)
 	}
 	return ok, err
 }
+
+// deniedOnce marks a route entry denied once, not yet remembered.
+var deniedOnce = &blockedEntry{}
 
 // blockedEntry is a request denial remembered on a route entry.
 type blockedEntry struct {
@@ -552,11 +562,10 @@ func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, p 
 	return d, err
 }
 
-// denialMessage tells the client which limit it hit, by principal id
-// (never the key), and when to come back.
-func denialMessage(p *Principal, limit string, o ratelimit.Outcome) string {
-	var buf [160]byte
-	b := append(buf[:0], "Rate limit reached for "...)
+// appendDenialMessage appends to b the message that tells the client which
+// limit it hit, by principal id (never the key), and when to come back.
+func appendDenialMessage(b []byte, p *Principal, limit string, o ratelimit.Outcome) []byte {
+	b = append(b, "Rate limit reached for "...)
 	b = append(b, p.ID...)
 	b = append(b, " on "...)
 	b = append(b, limit...)
@@ -566,8 +575,7 @@ func denialMessage(p *Principal, limit string, o ratelimit.Outcome) string {
 	b = append(b, windowName(o.Policy.Window)...)
 	b = append(b, ". Please try again in "...)
 	b = strconv.AppendInt(b, apierrors.Seconds(o.Decision.RetryAfter), 10)
-	b = append(b, "s."...)
-	return string(b)
+	return append(b, "s."...)
 }
 
 // windowName writes a window as people say it: "minute", or "1m30s".
