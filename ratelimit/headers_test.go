@@ -159,3 +159,50 @@ func BenchmarkPolicyHeadersSet(b *testing.B) {
 		ph.Set(h, o, nil, new(ratelimit.Scratch))
 	}
 }
+
+// PolicyHeaders writes, for any counts and times, exactly what SetHeaders
+// writes: it formats only the varying values and copies the rest.
+func TestPolicyHeadersMatchSetHeadersOnRandomOutcomes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	rpm, tpm := ratelimit.PerMinute(1_000_000_000), ratelimit.PerHour(90_000).WithBurst(12_345)
+	out := func(p ratelimit.Policy) *ratelimit.Outcome {
+		rem := rng.Int64N(p.Limit + 1)
+		if rng.IntN(4) == 0 {
+			rem = rng.Int64N(10)
+		}
+		reset := time.Duration(rng.Int64N(int64(3*time.Hour/time.Millisecond))) * time.Millisecond
+		return &ratelimit.Outcome{Policy: p, Decision: ratelimit.Decision{Limit: p.Limit, Remaining: rem, ResetAfter: reset}}
+	}
+	for i := range 2000 {
+		var req, tok *ratelimit.Outcome
+		switch i % 3 {
+		case 0:
+			req = out(rpm)
+		case 1:
+			tok = out(tpm)
+		default:
+			req, tok = out(rpm), out(tpm)
+		}
+		want, got := http.Header{}, http.Header{}
+		ratelimit.SetHeaders(want, req, tok)
+		ratelimit.NewPolicyHeaders(&rpm, &tpm).Set(got, req, tok, new(ratelimit.Scratch))
+		if i%3 != 2 {
+			got = http.Header{}
+			var ph *ratelimit.PolicyHeaders
+			if req != nil {
+				ph = ratelimit.NewPolicyHeaders(&rpm, nil)
+			} else {
+				ph = ratelimit.NewPolicyHeaders(nil, &tpm)
+			}
+			ph.Set(got, req, tok, new(ratelimit.Scratch))
+		}
+		if len(got) != len(want) {
+			t.Fatalf("case %d: %v, want %v", i, got, want)
+		}
+		for k := range want {
+			if got.Get(k) != want.Get(k) {
+				t.Fatalf("case %d: %s = %q, want %q", i, k, got.Get(k), want.Get(k))
+			}
+		}
+	}
+}

@@ -169,9 +169,12 @@ func Decide(st *State, p Params, now int64, op Op, n int64) Result {
 		}
 	}
 	remaining := max(bal, 0) / p.Unit
+	// The time to refill what is missing gives both the reset and the
+	// instant the bucket is full: one division for the two.
+	refill := ceilDiv(full-bal, p.Rate)
 	var reset int64
 	if bal < full {
-		reset = wait(full - bal)
+		reset = lag + refill
 	}
 	return Result{
 		Allowed:    allowed,
@@ -180,7 +183,7 @@ func Decide(st *State, p Params, now int64, op Op, n int64) Result {
 		RetryAfter: retry,
 		Write:      write,
 		State:      State{Bal: bal, TS: ts, Unit: p.Unit},
-		FullAt:     ts + ceilDiv(full-bal, p.Rate),
+		FullAt:     ts + refill,
 	}
 }
 
