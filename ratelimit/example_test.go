@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/gatekit/gatekit/ratelimit"
@@ -37,4 +38,40 @@ func ExampleNewMemory() {
 	// allowed=true remaining=0 reset=2s retry=0s
 	// allowed=false remaining=0 reset=2s retry=1s
 	// tokens: allowed=false remaining=0 retry=15.006s
+}
+
+func ExamplePolicyHeaders() {
+	rpm := ratelimit.PerMinute(60)
+	// Once per principal and route: the values that depend only on the
+	// policy.
+	ph := ratelimit.NewPolicyHeaders(&rpm, nil)
+
+	// Per response: the remaining count and reset time, with the values
+	// cut from room the caller keeps per request.
+	h := http.Header{}
+	var sc ratelimit.Scratch
+	o := ratelimit.Outcome{Policy: rpm, Decision: ratelimit.Decision{Allowed: true, Limit: 60, Remaining: 59, ResetAfter: time.Second}}
+	ph.Set(h, &o, nil, &sc)
+	for _, k := range []string{ratelimit.HeaderLimitRequests, ratelimit.HeaderRemainingRequests, ratelimit.HeaderResetRequests, ratelimit.HeaderPolicy, ratelimit.HeaderRateLimit} {
+		fmt.Printf("%s: %s\n", k, h.Get(k))
+	}
+	// Output:
+	// X-Ratelimit-Limit-Requests: 60
+	// X-Ratelimit-Remaining-Requests: 59
+	// X-Ratelimit-Reset-Requests: 1s
+	// Ratelimit-Policy: "requests";q=60;w=60
+	// Ratelimit: "requests";r=59;t=1
+}
+
+func ExampleRealTimeLimiter() {
+	own, _ := ratelimit.NewMemory(nil)
+	onTestClock, _ := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: time.Now})
+	for _, l := range []ratelimit.Limiter{own, onTestClock} {
+		rt, ok := l.(ratelimit.RealTimeLimiter)
+		// The middleware remembers denials only when both are true.
+		fmt.Println(ok, ok && rt.RealTime())
+	}
+	// Output:
+	// true true
+	// true false
 }
