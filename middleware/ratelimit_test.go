@@ -6,39 +6,21 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/internal/testclock"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // rateLimitedEcho serves GET /v1/models behind Auth and RateLimit (in a Chain,
 // as Mount runs them) for keys, on a memory limiter driven by clock. seen,
 // when set, receives what the rate limit step returns.
-func rateLimitedEcho(t *testing.T, keys map[string]*middleware.Principal, clock *testClock, seen func(error)) (*echo.Echo, *middleware.StaticKeys) {
+func rateLimitedEcho(t *testing.T, keys map[string]*middleware.Principal, clock *testclock.Clock, seen func(error)) (*echo.Echo, *middleware.StaticKeys) {
 	t.Helper()
 	sk := middleware.NewStaticKeys()
 	for k, p := range keys {
@@ -87,7 +69,7 @@ func TestCopiedPrincipalHasItsOwnLimits(t *testing.T) {
 	one, five := ratelimit.PerMinute(1), ratelimit.PerMinute(5)
 	orig := &middleware.Principal{ID: "key_orig", Limits: middleware.Limits{Requests: &one}}
 	keys := map[string]*middleware.Principal{"sk-orig-0123456789": orig}
-	clock := &testClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 
 	// The original's entry is made before the copy exists.
 	e, sk := rateLimitedEcho(t, keys, clock, nil)
@@ -118,7 +100,7 @@ func TestCopiedPrincipalHasItsOwnLimits(t *testing.T) {
 func TestDenialIsAnAPIErrorAndItsMessageFollowsTheWait(t *testing.T) {
 	one := ratelimit.PerMinute(1)
 	keys := map[string]*middleware.Principal{"sk-one-0123456789": {ID: "key_one", Limits: middleware.Limits{Requests: &one}}}
-	clock := &testClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	var last error
 	e, _ := rateLimitedEcho(t, keys, clock, func(err error) { last = err })
 	if rec := getWithKey(e, "sk-one-0123456789"); rec.Code != http.StatusOK {
