@@ -150,7 +150,8 @@ type rateLimiter struct {
 
 // routeEntry is what a rate limiter keeps of a principal on a route: its
 // bucket keys and, with StaticLimits, its limits and their policy-only
-// header values. It is immutable once published.
+// header values, fixed once the entry is published; and, changed
+// atomically, its latest denial texts and its remembered denial.
 type routeEntry struct {
 	rl            *rateLimiter
 	method, route string
