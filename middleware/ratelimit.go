@@ -111,9 +111,6 @@ func (cfg RateLimitConfig) build() (*rateLimiter, error) {
 	if cfg.Limiter == nil {
 		return nil, fmt.Errorf("rate limit: a Limiter is required")
 	}
-	if cfg.Skipper == nil {
-		cfg.Skipper = middleware.DefaultSkipper
-	}
 	if cfg.LimitsFor == nil {
 		cfg.LimitsFor = func(_ echo.Context, p *Principal) Limits { return p.Limits }
 	}
@@ -129,7 +126,7 @@ func (cfg RateLimitConfig) build() (*rateLimiter, error) {
 
 // step is the rate limiter as a Step.
 func (rl *rateLimiter) step(c echo.Context, next echo.HandlerFunc) error {
-	if rl.cfg.Skipper(c) {
+	if rl.cfg.Skipper != nil && rl.cfg.Skipper(c) {
 		return next(c)
 	}
 	return rl.serve(c, next)

@@ -146,13 +146,13 @@ func appendTriple(b []byte, ends *[8]int, n int, o *Outcome) ([]byte, int) {
 // RateLimit value: one item per outcome.
 func appendItems(b []byte, requests, tokens *Outcome, policy bool) []byte {
 	if requests != nil {
-		b = appendItem(b, `"requests"`, requests, policy)
+		b = appendItem(b, itemNames[0], requests, policy)
 	}
 	if tokens != nil {
 		if requests != nil {
 			b = append(b, ", "...)
 		}
-		b = appendItem(b, `"tokens"`, tokens, policy)
+		b = appendItem(b, itemNames[1], tokens, policy)
 	}
 	return b
 }
@@ -274,23 +274,43 @@ func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, sc *Scrat
 }
 
 // appendVarying appends the values that vary per response: remaining and
-// reset per outcome, then the RateLimit value.
+// reset per outcome, then the RateLimit value, whose remaining counts are
+// copied from the first.
 func appendVarying(b []byte, ends *[5]int, requests, tokens *Outcome) []byte {
+	var digits [2][2]int // where each outcome's remaining count is in b
 	n := 0
-	for _, o := range [2]*Outcome{requests, tokens} {
+	for i, o := range [2]*Outcome{requests, tokens} {
 		if o == nil {
 			continue
 		}
+		start := len(b)
 		b = strconv.AppendInt(b, o.Decision.Remaining, 10)
+		digits[i] = [2]int{start, len(b)}
 		ends[n] = len(b)
 		b = appendDuration(b, o.Decision.ResetAfter)
 		ends[n+1] = len(b)
 		n += 2
 	}
-	b = appendItems(b, requests, tokens, false)
+	for i, o := range [2]*Outcome{requests, tokens} {
+		if o == nil {
+			continue
+		}
+		if i == 1 && requests != nil {
+			b = append(b, ", "...)
+		}
+		b = append(b, itemNames[i]...)
+		b = append(b, ";r="...)
+		b = append(b, b[digits[i][0]:digits[i][1]]...)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(o.Decision.ResetAfter), 10)
+	}
 	ends[n] = len(b)
 	return b
 }
+
+// itemNames are the names of the requests and tokens items of RateLimit and
+// RateLimit-Policy.
+var itemNames = [2]string{`"requests"`, `"tokens"`}
 
 // put sets the headers, with the varying values cut from s and the value
 // slices from vals (room for 8).

@@ -57,6 +57,9 @@ type Memory struct {
 	startN int64            // start.UnixNano()
 	seed   maphash.Seed
 	shards []memoryShard
+	// policies caches the bucket parameters of valid policies, in slots
+	// picked by a hash of the policy.
+	policies [8]atomic.Pointer[policyParams]
 }
 
 // Memory shares its integer arithmetic with the Redis store instead of
@@ -170,7 +173,7 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 	// its way to the cache while the policy is checked and the lock taken.
 	t := *s.peek.Load()
 	atomic.LoadUint64(&t[uint32(hash>>32)&uint32(len(t)-1)].hash)
-	prm, err := bucket.New(p.Limit, p.Window, p.Burst)
+	prm, err := m.params(p)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -199,6 +202,28 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 		ResetAfter: time.Duration(r.ResetAfter) * time.Millisecond,
 		RetryAfter: time.Duration(r.RetryAfter) * time.Millisecond,
 	}, nil
+}
+
+// params returns the bucket parameters of p, from a small cache of the
+// policies last used: working them out takes divisions, and a service has
+// few policies.
+func (m *Memory) params(p Policy) (bucket.Params, error) {
+	slot := &m.policies[uint64(p.Limit^int64(p.Window)^p.Burst)*0x9e3779b97f4a7c15>>61]
+	if c := slot.Load(); c != nil && c.policy == p {
+		return c.params, nil
+	}
+	prm, err := bucket.New(p.Limit, p.Window, p.Burst)
+	if err != nil {
+		return prm, err
+	}
+	slot.Store(&policyParams{policy: p, params: prm})
+	return prm, nil
+}
+
+// policyParams is a valid Policy with its bucket parameters.
+type policyParams struct {
+	policy Policy
+	params bucket.Params
 }
 
 // nowMilli returns the current Unix time in milliseconds. Without a
