@@ -82,9 +82,10 @@ func (cfg RequestIDConfig) ToStep() (Step, error) {
 		}
 		if cc, ok := c.(*chainContext); ok {
 			st := &cc.state
-			if generated {
+			if generated && st.requestID[0] == "" {
 				// The id's text lives in the request's record, which is
-				// never reused: no allocation of its own.
+				// never reused, and is written once: no allocation of
+				// its own.
 				fillRequestID(&st.requestIDText)
 				st.requestID[0] = unsafe.String(&st.requestIDText[0], len(st.requestIDText))
 			} else {

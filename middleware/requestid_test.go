@@ -189,3 +189,44 @@ func TestValidRequestIDAcceptsOnlyShortSafeASCII(t *testing.T) {
 		}
 	}
 }
+
+// A generated id's text lives in the request's record; a second RequestID
+// in the same chain must not rewrite the id the first one handed out.
+func TestRequestIDTwiceInAChainLeavesTheFirstIDAlone(t *testing.T) {
+	first, err := middleware.RequestIDConfig{}.ToStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := middleware.RequestIDConfig{}.ToStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen string
+	keep := func(c echo.Context, next echo.HandlerFunc) error {
+		seen = middleware.GetRequestID(c)
+		return next(c)
+	}
+	chain, err := middleware.Chain(first, keep, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	e.Use(chain)
+	var last string
+	e.GET("/", func(c echo.Context) error {
+		last = middleware.GetRequestID(c)
+		return c.NoContent(http.StatusNoContent)
+	})
+	saved := ""
+	for range 3 {
+		serve(e, httptest.NewRequest(http.MethodGet, "/", nil))
+		if saved != "" && saved == seen {
+			t.Fatal("two requests got the same id")
+		}
+		// Rewritten text would make the first id read as the second.
+		if last == "" || seen == "" || last == seen {
+			t.Fatalf("ids: first %q, second %q", seen, last)
+		}
+		saved = seen
+	}
+}
