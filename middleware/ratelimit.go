@@ -184,10 +184,14 @@ type denialText struct {
 	text    [160]byte       // room for err.Message
 	body    atomic.Pointer[denialBody]
 	// renders counts the denials written with this text before a body
-	// template is made: only for a text that is used again, since with
-	// many principals most texts are used once.
+	// template is made, which pays for itself only for a text used many
+	// times: with many principals, most texts serve a denial or two.
 	renders atomic.Int32
 }
+
+// templateAfter is how many denials a text serves before its body is
+// rendered as a template.
+const templateAfter = 4
 
 // denialBody is a denial's body template in one shape.
 type denialBody struct {
@@ -197,12 +201,12 @@ type denialBody struct {
 
 // template returns the body template of the text's error in shape s, or
 // nil when there is none: for a shape that has none, and for the text's
-// first use.
+// first uses.
 func (t *denialText) template(s apierrors.Shape) *apierrors.BodyTemplate {
 	if b := t.body.Load(); b != nil && b.shape == s {
 		return b.tmpl
 	}
-	if t.renders.Add(1) == 1 {
+	if t.renders.Add(1) <= templateAfter {
 		return nil
 	}
 	tmpl, ok := s.Template(&t.err)

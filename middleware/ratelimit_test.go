@@ -129,3 +129,36 @@ func TestDenialIsAnAPIErrorAndItsMessageFollowsTheWait(t *testing.T) {
 		}
 	}
 }
+
+// Once a denial's text has served a few responses its body is copied from
+// a template: every response still carries its own request id, and the
+// same body as the first.
+func TestRepeatedDenialsCarryTheirOwnRequestIDs(t *testing.T) {
+	one := ratelimit.PerMinute(1)
+	keys := map[string]*middleware.Principal{"sk-one-0123456789": {ID: "key_one", Limits: middleware.Limits{Requests: &one}}}
+	clock := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	e, _ := rateLimitedEcho(t, keys, clock, nil)
+	if rec := getWithKey(e, "sk-one-0123456789"); rec.Code != http.StatusOK {
+		t.Fatalf("first: %d", rec.Code)
+	}
+	var firstMessage string
+	ids := map[string]bool{}
+	for i := range 12 {
+		rec := getWithKey(e, "sk-one-0123456789")
+		if rec.Code != http.StatusTooManyRequests {
+			t.Fatalf("denial %d: %d", i, rec.Code)
+		}
+		env := decodeEnvelope(t, rec.Body.Bytes())
+		id := rec.Header().Get(middleware.HeaderRequestID)
+		if env.Error.RequestID != id || id == "" || ids[id] {
+			t.Fatalf("denial %d: body's request id %q, header's %q (seen before: %v)", i, env.Error.RequestID, id, ids[id])
+		}
+		ids[id] = true
+		if i == 0 {
+			firstMessage = env.Error.Message
+		}
+		if env.Error.Message != firstMessage || env.Error.Code != string(apierrors.CodeRateLimitExceeded) || env.Error.RetryAfter == nil || *env.Error.RetryAfter != 60 {
+			t.Fatalf("denial %d: %+v, want the first one's message %q", i, env.Error, firstMessage)
+		}
+	}
+}
