@@ -79,48 +79,103 @@ func SetHeaders(h http.Header, e *Error) {
 
 // putHeaders sets SetHeaders' headers, and Content-Type and X-Request-Id
 // when given, with the value slices and the Retry-After text taken from
-// sp, which is then used up.
+// sp, or from a new Space when sp has too little room for them.
 func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Space) {
-	sp.used = true
-	vals := sp.vals[:0]
+	d := e.RetryHint()
+	setID := requestID != ""
+	if v := h["X-Request-Id"]; setID && len(v) == 1 && v[0] == requestID {
+		setID = false
+	}
+	nv, nt := 1, 0
+	if d > 0 {
+		nv, nt = nv+2, retryText
+	}
+	if contentType != "" {
+		nv++
+	}
+	if setID {
+		nv++
+	}
+	if !sp.has(nv, nt) {
+		sp = new(Space)
+	}
 	put := func(key, v string) {
-		vals = append(vals, v)
-		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+		vals := sp.Values(1)
+		vals[0] = v
+		h[key] = vals
 	}
 	if e.Retryable {
 		put("X-Should-Retry", "true")
 	} else {
 		put("X-Should-Retry", "false")
 	}
-	if d := e.RetryHint(); d > 0 {
-		b := strconv.AppendInt(sp.text[:0], Seconds(d), 10)
+	if d > 0 {
+		var buf [retryText]byte
+		b := strconv.AppendInt(buf[:0], Seconds(d), 10)
 		n := len(b)
 		b = strconv.AppendInt(b, Milliseconds(d), 10)
-		// Both numbers fit in text (for any Duration, at most 10 and 13
-		// digits), which is never written again.
-		s := unsafe.String(&sp.text[0], len(b))
+		s := sp.String(b)
 		put("Retry-After", s[:n])
 		put("Retry-After-Ms", s[n:])
 	}
 	if contentType != "" {
 		put("Content-Type", contentType)
 	}
-	if v := h["X-Request-Id"]; requestID != "" && (len(v) != 1 || v[0] != requestID) {
+	if setID {
 		put("X-Request-Id", requestID)
 	}
 }
 
-// Space is the room writing one error response needs besides its body:
-// the header value slices and the text of Retry-After and Retry-After-Ms.
-// A caller that has per-request memory to spare keeps a Space there and
-// passes it to [WriteWith], which then allocates nothing. The zero value
-// is ready to use. A Space serves one response: the headers refer to its
-// memory for as long as they are in use, so WriteWith given a Space that
-// was already used allocates a new one.
+// retryText is the most text Retry-After and Retry-After-Ms take together:
+// for any Duration, at most 10 and 13 digits.
+const retryText = 23
+
+// Space is room for the header values of one response: the slices that
+// http.Header holds them in and the text of those that are built per
+// response. A caller that has per-request memory to spare keeps a Space
+// there and passes it to [WriteWith] (and to what else writes headers for
+// the same response, such as the rate limiter's), which then allocate
+// nothing. The zero value is ready to use; it has room for the headers of
+// a rate-limited route and of a 429 together.
+//
+// Room once given out is never given again: the headers refer to it for
+// as long as they are in use. A Space that has too little room left is
+// not used, and the memory is allocated instead. It is not safe for
+// concurrent use.
 type Space struct {
-	vals [5]string
-	text [24]byte
-	used bool
+	vals [9]string
+	text [86]byte
+	// nv and nt count the value slices and bytes of text given out.
+	nv, nt uint8
+}
+
+// Values returns n value slices from sp's room, or newly allocated ones
+// when sp is nil or has fewer than n left.
+func (sp *Space) Values(n int) []string {
+	if sp == nil || n > len(sp.vals)-int(sp.nv) {
+		return make([]string, n)
+	}
+	i := int(sp.nv)
+	sp.nv += uint8(n)
+	return sp.vals[i : i+n : i+n]
+}
+
+// String returns b as a string kept in sp's room, or in newly allocated
+// memory when sp is nil or has too little text room left.
+func (sp *Space) String(b []byte) string {
+	if sp == nil || len(b) == 0 || len(b) > len(sp.text)-int(sp.nt) {
+		return string(b)
+	}
+	i := int(sp.nt)
+	sp.nt += uint8(copy(sp.text[i:], b))
+	// The room is never written again.
+	return unsafe.String(&sp.text[i], len(b))
+}
+
+// has reports whether sp has room for nv more value slices and nt more
+// bytes of text.
+func (sp *Space) has(nv, nt int) bool {
+	return sp != nil && len(sp.vals)-int(sp.nv) >= nv && len(sp.text)-int(sp.nt) >= nt
 }
 
 // bodyPool holds the buffers error bodies are rendered in: a body is
@@ -144,9 +199,6 @@ func WriteWith(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta
 
 // write writes e in shape s, with the body from t when it is not nil.
 func write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta, sp *Space, t *BodyTemplate) {
-	if sp == nil || sp.used {
-		sp = new(Space)
-	}
 	putHeaders(w.Header(), e, s.ContentType(), m.RequestID, sp)
 	if m.Path == "" && r != nil && r.URL != nil {
 		m.Path = r.URL.Path

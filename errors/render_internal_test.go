@@ -3,6 +3,8 @@ package errors
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +93,42 @@ func BenchmarkBodyTemplate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = tmpl.AppendBody(buf[:0], m)
+	}
+}
+
+// A Space gives each value slice and byte of text once: responses written
+// with one Space keep their values after later ones, and once its room is
+// used up, writing still works, with the memory allocated.
+func TestSpaceGivesItsRoomOnce(t *testing.T) {
+	var sp Space
+	hs := make([]http.Header, 5)
+	for i := range hs {
+		hs[i] = http.Header{}
+		e := RateLimitExceeded("slow down", time.Duration(i+1)*1500*time.Millisecond)
+		putHeaders(hs[i], e, "application/json", "req_"+strconv.Itoa(i), &sp)
+	}
+	for i, h := range hs {
+		d := time.Duration(i+1) * 1500 * time.Millisecond
+		want := map[string]string{
+			"Retry-After":    strconv.FormatInt(Seconds(d), 10),
+			"Retry-After-Ms": strconv.FormatInt(Milliseconds(d), 10),
+			"X-Should-Retry": "true",
+			"Content-Type":   "application/json",
+			"X-Request-Id":   "req_" + strconv.Itoa(i),
+		}
+		for k, v := range want {
+			if got := h[k]; len(got) != 1 || got[0] != v {
+				t.Errorf("response %d: %s = %q, want [%s]", i, k, got, v)
+			}
+		}
+	}
+	if int(sp.nv) > len(sp.vals) || int(sp.nt) > len(sp.text) {
+		t.Fatalf("the Space gave out %d values and %d bytes of %d and %d", sp.nv, sp.nt, len(sp.vals), len(sp.text))
+	}
+	if got := sp.String([]byte("more than the room left, however much that is, with words to spare...............................")); got[:9] != "more than" {
+		t.Fatalf("String past the room: %q", got)
+	}
+	if v := sp.Values(len(sp.vals) + 1); len(v) != len(sp.vals)+1 {
+		t.Fatalf("Values past the room: %d slices", len(v))
 	}
 }

@@ -73,9 +73,10 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		var space *apierrors.Space
 		var tmpl *apierrors.BodyTemplate
 		var denied apierrors.Error
+		fast := false
 		if d, ok := err.(*denial); ok && e == nil {
 			denied = d.apiError()
-			e, space, tmpl = &denied, &d.space, d.text.template(cfg.Shape)
+			e, space, tmpl, fast = &denied, d.space, d.text.template(cfg.Shape), true
 		}
 		if e == nil {
 			e = ToAPIError(err, c)
@@ -93,7 +94,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 			}
 			return
 		}
-		if space == nil {
+		if !fast {
 			// A handler may have set these for the body it meant to
 			// write. A denial comes before the handler: any such header
 			// is an outer middleware's, describing what it does to every

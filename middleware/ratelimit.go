@@ -218,13 +218,13 @@ func (t *denialText) template(s apierrors.Shape) *apierrors.BodyTemplate {
 }
 
 // denial is a 429 from the rate limiter: its text, its exact wait and the
-// room its response needs, in one small allocation. It is an
-// *apierrors.Error to errors.As, and ErrorHandler writes it without
-// allocating.
+// room for its header values, if it has any. It is an *apierrors.Error to
+// errors.As. Inside a Chain it is kept in the request's record, with the
+// record's room, and ErrorHandler writes it without allocating.
 type denial struct {
 	text       *denialText
 	retryAfter time.Duration
-	space      apierrors.Space
+	space      *apierrors.Space
 }
 
 // apiError is the denial as its API error, with the exact wait.
@@ -256,8 +256,10 @@ var (
 	tokensExceeded    = *apierrors.TokensExceeded("", 0)
 )
 
-// deny returns the 429 for a principal's denied limit.
-func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome) error {
+// deny returns the 429 for a principal's denied limit, in slot when that
+// is not nil (the request record's room, which is never reused), with the
+// header room sp.
+func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome, slot *denial, sp *apierrors.Space) error {
 	secs := apierrors.Seconds(o.Decision.RetryAfter)
 	t := e.denials[limit].Load()
 	if t == nil || t.seconds != secs || t.policy != o.Policy {
@@ -275,7 +277,11 @@ func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome) error {
 		}
 		e.denials[limit].Store(t)
 	}
-	return &denial{text: t, retryAfter: o.Decision.RetryAfter}
+	if slot == nil {
+		slot = new(denial)
+	}
+	slot.text, slot.retryAfter, slot.space = t, o.Decision.RetryAfter, sp
+	return slot
 }
 
 // principalRoutes is the route entries a principal has, kept on the
@@ -401,24 +407,28 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 			tokPtr = &tokOut
 		}
 	}
-	var scratch *ratelimit.Scratch
+	var space *apierrors.Space
+	var slot *denial
 	if cc, ok := c.(*chainContext); ok {
-		scratch = &cc.state.rateLimitHeaders
+		space = &cc.state.headers
+		if cc.state.denial.text == nil {
+			slot = &cc.state.denial
+		}
 	}
 	if entry.static {
-		entry.headers.Set(c.Response().Header(), reqPtr, tokPtr, scratch)
+		entry.headers.Set(c.Response().Header(), reqPtr, tokPtr, space)
 	} else {
-		ratelimit.SetHeadersScratch(c.Response().Header(), reqPtr, tokPtr, scratch)
+		ratelimit.SetHeadersWith(c.Response().Header(), reqPtr, tokPtr, space)
 	}
 	denied := (reqPtr != nil && !reqOut.Decision.Allowed) || (tokPtr != nil && !tokOut.Decision.Allowed)
 	if denied && rl.cfg.Metrics != nil {
 		rl.cfg.Metrics.deniedPrincipal(p.ID)
 	}
 	if reqPtr != nil && !reqOut.Decision.Allowed {
-		return entry.deny(p, limitRequests, reqOut)
+		return entry.deny(p, limitRequests, reqOut, slot, space)
 	}
 	if tokPtr != nil && !tokOut.Decision.Allowed {
-		return entry.deny(p, limitTokens, tokOut)
+		return entry.deny(p, limitTokens, tokOut, slot, space)
 	}
 
 	err := next(c)

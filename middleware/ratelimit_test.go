@@ -162,3 +162,56 @@ func TestRepeatedDenialsCarryTheirOwnRequestIDs(t *testing.T) {
 		}
 	}
 }
+
+// A 429 inside a Chain keeps its error and its header values in the
+// request's record: it allocates no more than an allowed request does.
+func TestDenialInAChainAllocatesNoMoreThanAnAllowedRequest(t *testing.T) {
+	one, many := ratelimit.PerMinute(1), ratelimit.PerMinute(1_000_000_000)
+	sk := middleware.NewStaticKeys()
+	for k, p := range map[string]*middleware.Principal{
+		"sk-denied-0123456789":  {ID: "denied", Limits: middleware.Limits{Requests: &one}},
+		"sk-allowed-0123456789": {ID: "allowed", Limits: middleware.Limits{Requests: &many}},
+	} {
+		if err := sk.Add(k, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rid, _ := middleware.DefaultRequestIDConfig.ToStep()
+	auth, _ := middleware.AuthConfig{Keys: sk}.ToStep()
+	lim, _ := ratelimit.NewMemory(nil)
+	limit, err := middleware.RateLimitConfig{Limiter: lim, StaticLimits: true}.ToStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, _ := middleware.Chain(rid, auth, limit)
+	e, _ := newEcho(t)
+	e.Use(chain)
+	e.GET("/v1/models", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
+	allocs := func(key string, want int) float64 {
+		req := httptest.NewRequest(http.MethodGet, "/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		w := newDiscardWriter()
+		least := -1.0
+		for range 5 {
+			a := testing.AllocsPerRun(200, func() {
+				w.reset()
+				e.ServeHTTP(w, req)
+				if w.status != want {
+					t.Fatalf("%s: status %d, want %d", key, w.status, want)
+				}
+			})
+			if least < 0 || a < least {
+				least = a
+			}
+		}
+		return least
+	}
+	if rec := getWithKey(e, "sk-denied-0123456789"); rec.Code != http.StatusNoContent {
+		t.Fatalf("first request: %d", rec.Code)
+	}
+	allowed := allocs("sk-allowed-0123456789", http.StatusNoContent)
+	denied := allocs("sk-denied-0123456789", http.StatusTooManyRequests)
+	if denied > allowed {
+		t.Fatalf("a 429 allocates %.0f times, an allowed request %.0f", denied, allowed)
+	}
+}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/gatekit/gatekit/ratelimit"
+	apierrors "github.com/gatekit/gatekit/errors"
 )
 
 // Usage is what a request consumed, as the handler reports it with
@@ -53,20 +53,23 @@ func GetUsage(c echo.Context) (Usage, bool) {
 // requestState is gatekit's per-request record, one allocation per request
 // kept in the Echo context.
 type requestState struct {
-	principal     *Principal
-	usage         Usage
-	usageReported bool
-	progress      Usage
-	progressed    bool
-	hold          *budgetHold
+	principal *Principal
+	usage     Usage
+	progress  Usage
+	hold      *budgetHold
 
 	// Space a request would otherwise allocate, kept here when the record
 	// lives in a Chain's context.
 	requestID     [1]string
 	requestIDText [requestIDLength]byte
+	usageReported bool
+	progressed    bool
 	body          limitedBody
-	// rateLimitHeaders is the room for the rate-limit header values.
-	rateLimitHeaders ratelimit.Scratch
+	// headers is the room for header values: the rate limiter's and an
+	// error response's.
+	headers apierrors.Space
+	// denial is the room for the request's 429, if it gets one.
+	denial denial
 }
 
 const stateKey = "gatekit.request"

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
@@ -49,9 +50,9 @@ func ExamplePolicyHeaders() {
 	// Per response: the remaining count and reset time, with the values
 	// cut from room the caller keeps per request.
 	h := http.Header{}
-	var sc ratelimit.Scratch
+	var sp apierrors.Space
 	o := ratelimit.Outcome{Policy: rpm, Decision: ratelimit.Decision{Allowed: true, Limit: 60, Remaining: 59, ResetAfter: time.Second}}
-	ph.Set(h, &o, nil, &sc)
+	ph.Set(h, &o, nil, &sp)
 	for _, k := range []string{ratelimit.HeaderLimitRequests, ratelimit.HeaderRemainingRequests, ratelimit.HeaderResetRequests, ratelimit.HeaderPolicy, ratelimit.HeaderRateLimit} {
 		fmt.Printf("%s: %s\n", k, h.Get(k))
 	}

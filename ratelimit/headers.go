@@ -4,7 +4,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-	"unsafe"
+
+	apierrors "github.com/gatekit/gatekit/errors"
 )
 
 // The header names SetHeaders writes, in canonical form.
@@ -36,55 +37,20 @@ type Outcome struct {
 // (`"requests";r=59;t=1`, t in whole seconds rounded up). All values share
 // one allocation.
 func SetHeaders(h http.Header, requests, tokens *Outcome) {
-	SetHeadersScratch(h, requests, tokens, nil)
+	SetHeadersWith(h, requests, tokens, nil)
 }
 
-// Scratch is room for the rate-limit header values of one response, so
-// that writing them allocates nothing. The zero value is ready to use. A
-// Scratch serves one response: the values refer to its memory for as long
-// as the headers are in use, so it is never written twice, and a call
-// given a Scratch already used (or nil) allocates instead. It is not safe
-// for concurrent use.
-type Scratch struct {
-	vals [8]string
-	text [80]byte
-	used bool
-}
-
-// take returns sc's space and marks it used, or reports false when sc is
-// nil or already used.
-func (sc *Scratch) take() bool {
-	if sc == nil || sc.used {
-		return false
-	}
-	sc.used = true
-	return true
-}
-
-// textString returns b, built by appending to sc.text[:0], as a string:
-// the text itself when it fit (it is never written again), else a copy.
-func (sc *Scratch) textString(b []byte) string {
-	if len(b) > 0 && unsafe.SliceData(b) == &sc.text[0] {
-		return unsafe.String(&sc.text[0], len(b))
-	}
-	return string(b)
-}
-
-// SetHeadersScratch is SetHeaders with the values taken from sc (see
-// [Scratch]); a nil sc allocates as SetHeaders does.
-func SetHeadersScratch(h http.Header, requests, tokens *Outcome, sc *Scratch) {
+// SetHeadersWith is SetHeaders with the value slices and text kept in sp
+// (see [apierrors.Space]) while it has room; a nil sp allocates as
+// SetHeaders does.
+func SetHeadersWith(h http.Header, requests, tokens *Outcome, sp *apierrors.Space) {
 	if requests == nil && tokens == nil {
 		return
 	}
 	var ends [8]int
-	if sc.take() {
-		b, n := appendAll(sc.text[:0], &ends, requests, tokens)
-		putAll(h, sc.textString(b), &ends, n, sc.vals[:], requests, tokens)
-		return
-	}
 	var buf [256]byte
 	b, n := appendAll(buf[:0], &ends, requests, tokens)
-	putAll(h, string(b), &ends, n, make([]string, n), requests, tokens)
+	putAll(h, sp.String(b), &ends, n, sp.Values(n), requests, tokens)
 }
 
 // appendAll appends every header value of SetHeaders, recording where each
@@ -251,26 +217,28 @@ func NewPolicyHeaders(requests, tokens *Policy) *PolicyHeaders {
 	return ph
 }
 
-// Set writes the same headers as SetHeadersScratch, with the values taken
-// from sc (nil allocates). Outcomes of other policies than ph's are written
-// by SetHeadersScratch itself.
-func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, sc *Scratch) {
+// Set writes the same headers as SetHeadersWith, with the value slices
+// and text kept in sp while it has room (nil allocates). Outcomes of other
+// policies than ph's are written by SetHeadersWith itself.
+func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, sp *apierrors.Space) {
 	if !samePolicy(&ph.requests, ph.has[0], requests) || !samePolicy(&ph.tokens, ph.has[1], tokens) {
-		SetHeadersScratch(h, requests, tokens, sc)
+		SetHeadersWith(h, requests, tokens, sp)
 		return
 	}
-	if requests == nil && tokens == nil {
+	n := 2 // RateLimit-Policy and RateLimit
+	if requests != nil {
+		n += 3
+	}
+	if tokens != nil {
+		n += 3
+	}
+	if n == 2 {
 		return
 	}
 	var ends [5]int
-	if sc.take() {
-		b := appendVarying(sc.text[:0], &ends, requests, tokens)
-		ph.put(h, sc.textString(b), &ends, sc.vals[:], requests, tokens)
-		return
-	}
 	var buf [128]byte
 	b := appendVarying(buf[:0], &ends, requests, tokens)
-	ph.put(h, string(b), &ends, make([]string, 8), requests, tokens)
+	ph.put(h, sp.String(b), &ends, sp.Values(n), requests, tokens)
 }
 
 // appendVarying appends the values that vary per response: remaining and
@@ -313,7 +281,7 @@ func appendVarying(b []byte, ends *[5]int, requests, tokens *Outcome) []byte {
 var itemNames = [2]string{`"requests"`, `"tokens"`}
 
 // put sets the headers, with the varying values cut from s and the value
-// slices from vals (room for 8).
+// slices from vals (one per header).
 func (ph *PolicyHeaders) put(h http.Header, s string, ends *[5]int, vals []string, requests, tokens *Outcome) {
 	i, j, start := 0, 0, 0
 	cut := func() string {

@@ -3,9 +3,11 @@ package ratelimit_test
 import (
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
+	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
@@ -98,7 +100,7 @@ func TestPolicyHeadersWriteWhatSetHeadersWrites(t *testing.T) {
 	} {
 		want, got := http.Header{}, http.Header{}
 		ratelimit.SetHeaders(want, tc.req, tc.tok)
-		ratelimit.NewPolicyHeaders(tc.phReq, tc.phTok).Set(got, tc.req, tc.tok, new(ratelimit.Scratch))
+		ratelimit.NewPolicyHeaders(tc.phReq, tc.phTok).Set(got, tc.req, tc.tok, new(apierrors.Space))
 		if len(got) != len(want) {
 			t.Fatalf("%s: %v, want %v", tc.name, got, want)
 		}
@@ -111,40 +113,46 @@ func TestPolicyHeadersWriteWhatSetHeadersWrites(t *testing.T) {
 	ph := ratelimit.NewPolicyHeaders(&rpm, nil)
 	h := http.Header{}
 	o := out(rpm, 321, 27*time.Second)
-	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, new(ratelimit.Scratch)) }); n > 1 {
-		t.Fatalf("Set with a Scratch allocates %.0f times beyond the Scratch, want 0", n-1)
+	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, new(apierrors.Space)) }); n > 1 {
+		t.Fatalf("Set with a Space allocates %.0f times beyond the Space, want 0", n-1)
 	}
 	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, nil) }); n > 2 {
-		t.Fatalf("Set without a Scratch allocates %.0f times, want at most 2", n)
+		t.Fatalf("Set without a Space allocates %.0f times, want at most 2", n)
 	}
 }
 
-// A Scratch serves one response: a second use must not rewrite the values
-// the first one's headers still hold.
-func TestScratchIsNeverWrittenTwice(t *testing.T) {
+// Room in a Space is given out once: later responses written with the
+// same Space must not rewrite the values earlier ones' headers still hold,
+// and once the room runs out the values are allocated, still right.
+func TestSpaceRoomIsNeverGivenTwice(t *testing.T) {
 	rpm := ratelimit.PerMinute(600)
 	ph := ratelimit.NewPolicyHeaders(&rpm, nil)
 	out := func(rem int64) *ratelimit.Outcome {
 		return &ratelimit.Outcome{Policy: rpm, Decision: ratelimit.Decision{Limit: 600, Remaining: rem, ResetAfter: time.Second}}
 	}
-	for name, set := range map[string]func(h http.Header, o *ratelimit.Outcome, sc *ratelimit.Scratch){
-		"PolicyHeaders.Set": func(h http.Header, o *ratelimit.Outcome, sc *ratelimit.Scratch) { ph.Set(h, o, nil, sc) },
-		"SetHeadersScratch": func(h http.Header, o *ratelimit.Outcome, sc *ratelimit.Scratch) {
-			ratelimit.SetHeadersScratch(h, o, nil, sc)
+	for name, set := range map[string]func(h http.Header, o *ratelimit.Outcome, sp *apierrors.Space){
+		"PolicyHeaders.Set": func(h http.Header, o *ratelimit.Outcome, sp *apierrors.Space) { ph.Set(h, o, nil, sp) },
+		"SetHeadersWith": func(h http.Header, o *ratelimit.Outcome, sp *apierrors.Space) {
+			ratelimit.SetHeadersWith(h, o, nil, sp)
 		},
 	} {
-		sc := new(ratelimit.Scratch)
-		first, second := http.Header{}, http.Header{}
-		set(first, out(599), sc)
-		set(second, out(7), sc)
-		if got := first.Get(ratelimit.HeaderRemainingRequests); got != "599" {
-			t.Errorf("%s: first response's remaining = %q after the Scratch's second use, want 599", name, got)
+		sp := new(apierrors.Space)
+		hs := make([]http.Header, 6)
+		for i := range hs {
+			hs[i] = http.Header{}
+			set(hs[i], out(int64(590+i)), sp)
 		}
-		if got := first.Get(ratelimit.HeaderRateLimit); got != `"requests";r=599;t=1` {
-			t.Errorf("%s: first response's RateLimit = %q, want %q", name, got, `"requests";r=599;t=1`)
-		}
-		if got := second.Get(ratelimit.HeaderRemainingRequests); got != "7" {
-			t.Errorf("%s: second response's remaining = %q, want 7", name, got)
+		for i, h := range hs {
+			rem := strconv.Itoa(590 + i)
+			if got := h.Get(ratelimit.HeaderRemainingRequests); got != rem {
+				t.Errorf("%s: response %d's remaining = %q after later uses of its Space, want %s", name, i, got, rem)
+			}
+			if got, want := h.Get(ratelimit.HeaderRateLimit), `"requests";r=`+rem+`;t=1`; got != want {
+				t.Errorf("%s: response %d's RateLimit = %q, want %q", name, i, got, want)
+			}
+			if got := h.Get(ratelimit.HeaderLimitRequests); got != "600" {
+				t.Errorf("%s: response %d's limit = %q, want 600", name, i, got)
+			}
 		}
 	}
 }
@@ -156,7 +164,7 @@ func BenchmarkPolicyHeadersSet(b *testing.B) {
 	o := &ratelimit.Outcome{Policy: p, Decision: ratelimit.Decision{Allowed: true, Limit: 600, Remaining: 321, ResetAfter: 27 * time.Second}}
 	b.ReportAllocs()
 	for b.Loop() {
-		ph.Set(h, o, nil, new(ratelimit.Scratch))
+		ph.Set(h, o, nil, new(apierrors.Space))
 	}
 }
 
@@ -185,7 +193,7 @@ func TestPolicyHeadersMatchSetHeadersOnRandomOutcomes(t *testing.T) {
 		}
 		want, got := http.Header{}, http.Header{}
 		ratelimit.SetHeaders(want, req, tok)
-		ratelimit.NewPolicyHeaders(&rpm, &tpm).Set(got, req, tok, new(ratelimit.Scratch))
+		ratelimit.NewPolicyHeaders(&rpm, &tpm).Set(got, req, tok, new(apierrors.Space))
 		if i%3 != 2 {
 			got = http.Header{}
 			var ph *ratelimit.PolicyHeaders
@@ -194,7 +202,7 @@ func TestPolicyHeadersMatchSetHeadersOnRandomOutcomes(t *testing.T) {
 			} else {
 				ph = ratelimit.NewPolicyHeaders(nil, &tpm)
 			}
-			ph.Set(got, req, tok, new(ratelimit.Scratch))
+			ph.Set(got, req, tok, new(apierrors.Space))
 		}
 		if len(got) != len(want) {
 			t.Fatalf("case %d: %v, want %v", i, got, want)
