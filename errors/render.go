@@ -160,14 +160,28 @@ func (sp *Space) Values(n int) []string {
 	return sp.vals[i : i+n : i+n]
 }
 
-// String returns b as a string kept in sp's room, or in newly allocated
-// memory when sp is nil or has too little text room left.
+// Text returns sp's unused text room, empty, for building a value in
+// place with append before passing it to String; nil when sp is nil or
+// full.
+func (sp *Space) Text() []byte {
+	if sp == nil || int(sp.nt) >= len(sp.text) {
+		return nil
+	}
+	return sp.text[sp.nt:sp.nt:len(sp.text)]
+}
+
+// String returns b as a string kept in sp's room: b itself when it was
+// built in the room Text returned, else a copy in the room. It allocates
+// when sp is nil or has too little text room left.
 func (sp *Space) String(b []byte) string {
 	if sp == nil || len(b) == 0 || len(b) > len(sp.text)-int(sp.nt) {
 		return string(b)
 	}
 	i := int(sp.nt)
-	sp.nt += uint8(copy(sp.text[i:], b))
+	if unsafe.SliceData(b) != &sp.text[i] {
+		copy(sp.text[i:], b)
+	}
+	sp.nt += uint8(len(b))
 	// The room is never written again.
 	return unsafe.String(&sp.text[i], len(b))
 }

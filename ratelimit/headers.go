@@ -48,8 +48,12 @@ func SetHeadersWith(h http.Header, requests, tokens *Outcome, sp *apierrors.Spac
 		return
 	}
 	var ends [8]int
-	var buf [256]byte
-	b, n := appendAll(buf[:0], &ends, requests, tokens)
+	b := sp.Text() // built in place when it fits
+	if b == nil {
+		var buf [256]byte
+		b = buf[:0]
+	}
+	b, n := appendAll(b, &ends, requests, tokens)
 	putAll(h, sp.String(b), &ends, n, sp.Values(n), requests, tokens)
 }
 
@@ -236,8 +240,12 @@ func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, sp *apier
 		return
 	}
 	var ends [5]int
-	var buf [128]byte
-	b := appendVarying(buf[:0], &ends, requests, tokens)
+	b := sp.Text() // built in place when it fits
+	if b == nil {
+		var buf [128]byte
+		b = buf[:0]
+	}
+	b = appendVarying(b, &ends, requests, tokens)
 	ph.put(h, sp.String(b), &ends, sp.Values(n), requests, tokens)
 }
 
