@@ -73,17 +73,23 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		var space *apierrors.Space
 		var tmpl *apierrors.BodyTemplate
 		var denied apierrors.Error
+		var id string
 		fast := false
 		if d, ok := err.(*denial); ok && e == nil {
 			denied = d.apiError()
-			e, space, tmpl, fast = &denied, d.space, d.text.template(cfg.Shape), true
+			e, tmpl, fast = &denied, d.text.template(cfg.Shape), true
+			if st := d.state; st != nil {
+				space, id = &st.headers, st.requestID[0]
+			}
 		}
 		if e == nil {
 			e = ToAPIError(err, c)
 		}
 		req := c.Request()
 		res := c.Response()
-		id := GetRequestID(c)
+		if id == "" {
+			id = GetRequestID(c)
+		}
 		cfg.log(req, id, e, err)
 
 		meta := apierrors.Meta{RequestID: id, Path: req.URL.Path}

@@ -217,14 +217,14 @@ func (t *denialText) template(s apierrors.Shape) *apierrors.BodyTemplate {
 	return tmpl
 }
 
-// denial is a 429 from the rate limiter: its text, its exact wait and the
-// room for its header values, if it has any. It is an *apierrors.Error to
-// errors.As. Inside a Chain it is kept in the request's record, with the
-// record's room, and ErrorHandler writes it without allocating.
+// denial is a 429 from the rate limiter: its text and its exact wait. It
+// is an *apierrors.Error to errors.As. Inside a Chain it is kept in the
+// request's record, which it points back to, and ErrorHandler writes it
+// with the record's header room and request id, without allocating.
 type denial struct {
 	text       *denialText
 	retryAfter time.Duration
-	space      *apierrors.Space
+	state      *requestState
 }
 
 // apiError is the denial as its API error, with the exact wait.
@@ -256,10 +256,9 @@ var (
 	tokensExceeded    = *apierrors.TokensExceeded("", 0)
 )
 
-// deny returns the 429 for a principal's denied limit, in slot when that
-// is not nil (the request record's room, which is never reused), with the
-// header room sp.
-func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome, slot *denial, sp *apierrors.Space) error {
+// deny returns the 429 for a principal's denied limit, kept in st, the
+// request's record (never reused), when st is not nil and has no denial yet.
+func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome, st *requestState) error {
 	secs := apierrors.Seconds(o.Decision.RetryAfter)
 	t := e.denials[limit].Load()
 	if t == nil || t.seconds != secs || t.policy != o.Policy {
@@ -277,11 +276,11 @@ func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome, slot *de
 		}
 		e.denials[limit].Store(t)
 	}
-	if slot == nil {
-		slot = new(denial)
+	if st == nil || st.denial.text != nil {
+		return &denial{text: t, retryAfter: o.Decision.RetryAfter}
 	}
-	slot.text, slot.retryAfter, slot.space = t, o.Decision.RetryAfter, sp
-	return slot
+	st.denial = denial{text: t, retryAfter: o.Decision.RetryAfter, state: st}
+	return &st.denial
 }
 
 // principalRoutes is the route entries a principal has, kept on the
@@ -407,13 +406,10 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 			tokPtr = &tokOut
 		}
 	}
+	var st *requestState
 	var space *apierrors.Space
-	var slot *denial
 	if cc, ok := c.(*chainContext); ok {
-		space = &cc.state.headers
-		if cc.state.denial.text == nil {
-			slot = &cc.state.denial
-		}
+		st, space = &cc.state, &cc.state.headers
 	}
 	if entry.static {
 		entry.headers.Set(c.Response().Header(), reqPtr, tokPtr, space)
@@ -425,10 +421,10 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 		rl.cfg.Metrics.deniedPrincipal(p.ID)
 	}
 	if reqPtr != nil && !reqOut.Decision.Allowed {
-		return entry.deny(p, limitRequests, reqOut, slot, space)
+		return entry.deny(p, limitRequests, reqOut, st)
 	}
 	if tokPtr != nil && !tokOut.Decision.Allowed {
-		return entry.deny(p, limitTokens, tokOut, slot, space)
+		return entry.deny(p, limitTokens, tokOut, st)
 	}
 
 	err := next(c)
