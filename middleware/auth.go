@@ -40,7 +40,7 @@ type Principal struct {
 	Budgets []budget.Scope
 
 	// routes holds the rate limiters' per-route entries for this principal
-	// (a *principalRoutes), loaded and published atomically.
+	// (a *routeEntry, the newest), loaded and published atomically.
 	routes unsafe.Pointer
 }
 

@@ -148,24 +148,31 @@ type rateLimiter struct {
 // routeEntry is what a rate limiter keeps of a principal on a route: its
 // bucket keys and, with StaticLimits, its limits and their policy-only
 // header values, fixed once the entry is published; and, changed
-// atomically, its latest denial texts and its remembered denial.
+// atomically, its latest denial texts and its remembered denial. A
+// principal's entries form a list, newest first, that the principal
+// points to (see entryFor).
 type routeEntry struct {
+	// owner is the principal the entries are of, and next the entry made
+	// before this one: both fixed before the entry is published.
+	owner *Principal
+	next  *routeEntry
+	// depth counts the entries from this one to the end of the list.
+	depth         int
 	rl            *rateLimiter
 	method, route string
 	keys          [2]string
 	// With StaticLimits: the limits, pointing at the entry's own copies of
 	// the policies, and their policy-only header values; all of it in the
 	// entry, so a request reads no memory elsewhere.
-	static           bool
-	limits           Limits
-	requests, tokens ratelimit.Policy
-	headers          ratelimit.PolicyHeaders
+	static  bool
+	limits  Limits
+	blocked atomic.Pointer[blockedEntry] // the request limit's remembered denial, if any
+	headers ratelimit.PolicyHeaders
 
+	requests, tokens ratelimit.Policy
 	// denials holds the last denial message per limit, which changes only
 	// when the seconds it tells the client to wait do.
 	denials [2]atomic.Pointer[denialText]
-	// blocked is the request limit's remembered denial, if any.
-	blocked atomic.Pointer[blockedEntry]
 }
 
 // The limits of a route entry, as indexes of its keys and denials.
@@ -283,32 +290,24 @@ func (e *routeEntry) deny(p *Principal, limit int, o ratelimit.Outcome, st *requ
 	return &st.denial
 }
 
-// principalRoutes is the route entries a principal has, kept on the
-// principal itself so that a request finds its entry without a map lookup.
-// It is immutable: adding an entry publishes a copy. owner guards against a
-// copied Principal, whose limits may differ, using the original's entries.
-type principalRoutes struct {
-	owner *Principal
-	// first is the first entry made, held here rather than in rest so that
-	// a principal on one route reaches it with one memory read fewer.
-	first *routeEntry
-	rest  []*routeEntry
-}
-
 // maxRoutesPerPrincipal bounds the entries kept per principal (route
 // patterns times rate limiters); beyond it entries are made per request.
 const maxRoutesPerPrincipal = 64
 
 // entryFor returns the bucket keys (and, with StaticLimits, the limits)
 // of a principal on a route, made once and then kept on the principal, so
-// a request allocates none and finds them without hashing.
+// a request allocates none and finds them without hashing: the principal
+// points to its newest entry, which leads to the others. The list is only
+// ever extended, by publishing a new head, and the head's owner guards
+// against a copied Principal, whose limits may differ, using the
+// original's entries.
 func (rl *rateLimiter) entryFor(c echo.Context, p *Principal, method, route string) *routeEntry {
 	raw := atomic.LoadPointer(&p.routes)
-	cur := ownRoutes(p, raw)
-	if e := cur.find(rl, method, route); e != nil {
+	head := ownRoutes(p, raw)
+	if e := head.find(rl, method, route); e != nil {
 		return e
 	}
-	e := &routeEntry{rl: rl, method: method, route: route,
+	e := &routeEntry{owner: p, rl: rl, method: method, route: route,
 		keys: [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}}
 	if rl.cfg.StaticLimits {
 		lim := rl.cfg.LimitsFor(c, p)
@@ -321,42 +320,36 @@ func (rl *rateLimiter) entryFor(c echo.Context, p *Principal, method, route stri
 		}
 	}
 	for {
-		next := &principalRoutes{owner: p, first: e}
-		if cur != nil {
-			if old := cur.find(rl, method, route); old != nil {
+		e.next, e.depth = nil, 1
+		if head != nil {
+			if old := head.find(rl, method, route); old != nil {
 				return old
 			}
-			if 1+len(cur.rest) >= maxRoutesPerPrincipal {
+			if head.depth >= maxRoutesPerPrincipal {
 				return e
 			}
-			next.first, next.rest = cur.first, append(cur.rest[:len(cur.rest):len(cur.rest)], e)
+			e.next, e.depth = head, head.depth+1
 		}
-		if atomic.CompareAndSwapPointer(&p.routes, raw, unsafe.Pointer(next)) {
+		if atomic.CompareAndSwapPointer(&p.routes, raw, unsafe.Pointer(e)) {
 			return e
 		}
 		raw = atomic.LoadPointer(&p.routes)
-		cur = ownRoutes(p, raw)
+		head = ownRoutes(p, raw)
 	}
 }
 
-// ownRoutes returns the entries raw points to when they are p's own, not
-// those of a Principal p was copied from.
-func ownRoutes(p *Principal, raw unsafe.Pointer) *principalRoutes {
-	if pr := (*principalRoutes)(raw); pr != nil && pr.owner == p {
-		return pr
+// ownRoutes returns the entry list raw points to when it is p's own, not
+// that of a Principal p was copied from.
+func ownRoutes(p *Principal, raw unsafe.Pointer) *routeEntry {
+	if e := (*routeEntry)(raw); e != nil && e.owner == p {
+		return e
 	}
 	return nil
 }
 
-// find returns the entry of rl for a route, or nil.
-func (pr *principalRoutes) find(rl *rateLimiter, method, route string) *routeEntry {
-	if pr == nil {
-		return nil
-	}
-	if e := pr.first; e.rl == rl && e.route == route && e.method == method {
-		return e
-	}
-	for _, e := range pr.rest {
+// find returns the entry of rl for a route in the list from e, or nil.
+func (e *routeEntry) find(rl *rateLimiter, method, route string) *routeEntry {
+	for ; e != nil; e = e.next {
 		if e.rl == rl && e.route == route && e.method == method {
 			return e
 		}

@@ -140,12 +140,19 @@ func TestRouteEntriesArePublishedOncePerRoute(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	pr := ownRoutes(p, p.routes)
-	if pr == nil || 1+len(pr.rest) != len(routes) {
-		t.Fatalf("%d entries kept for %d routes", 1+len(pr.rest), len(routes))
+	head := ownRoutes(p, p.routes)
+	if head == nil || head.depth != len(routes) {
+		t.Fatalf("entries kept for %d routes: %+v", len(routes), head)
+	}
+	n := 0
+	for e := head; e != nil; e = e.next {
+		n++
+	}
+	if n != len(routes) {
+		t.Fatalf("%d entries in the list for %d routes", n, len(routes))
 	}
 	for i, r := range routes {
-		kept := pr.find(rl, http.MethodGet, r)
+		kept := head.find(rl, http.MethodGet, r)
 		for g := range got {
 			if got[g][i] != kept {
 				t.Fatalf("route %s: goroutine %d was handed an entry that was not kept", r, g)
