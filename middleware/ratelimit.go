@@ -192,13 +192,16 @@ type denialText struct {
 	body    atomic.Pointer[denialBody]
 	// renders counts the denials written with this text before a body
 	// template is made, which pays for itself only for a text used many
-	// times: with many principals, most texts serve a denial or two.
+	// times: a text lasts a second, and with many principals most serve a
+	// few denials each.
 	renders atomic.Int32
 }
 
 // templateAfter is how many denials a text serves before its body is
-// rendered as a template.
-const templateAfter = 4
+// rendered as a template. Making one costs about as much as ten plain
+// renders; with 100,000 principals each denied a few times a second, a
+// lower count made templates that were used only once or twice.
+const templateAfter = 16
 
 // denialBody is a denial's body template in one shape.
 type denialBody struct {
