@@ -198,9 +198,11 @@ type denialText struct {
 }
 
 // templateAfter is how many denials a text serves before its body is
-// rendered as a template. Making one costs about as much as ten plain
-// renders; with 100,000 principals each denied a few times a second, a
-// lower count made templates that were used only once or twice.
+// rendered as a template. Making one takes about as long as eleven plain
+// renders of the body (920 ns and 1.6 KB against 85 ns, for the OpenAI
+// shape) and saves some 64 ns per use after it; with 100,000 principals
+// each denied a few times a second, a lower count made templates that were
+// used only once or twice.
 const templateAfter = 16
 
 // denialBody is a denial's body template in one shape.
