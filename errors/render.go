@@ -74,7 +74,7 @@ type Meta struct {
 // from the catalog and, for a retryable error, Retry-After (whole seconds,
 // rounded up) and Retry-After-Ms.
 func SetHeaders(h http.Header, e *Error) {
-	putHeaders(h, e, "", "", new(Space))
+	putHeaders(h, e, "", "", nil)
 }
 
 // putHeaders sets SetHeaders' headers, and Content-Type and X-Request-Id
@@ -96,13 +96,21 @@ func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Spac
 	if setID {
 		nv++
 	}
-	if !sp.has(nv, nt) {
-		sp = new(Space)
+	// The value slices and the text come from sp, or else from room of
+	// their own, in one allocation of just their size.
+	var vals []string
+	var text []byte
+	var own *errorRoom
+	if sp.has(nv, nt) {
+		vals, text = sp.Values(nv), sp.Text()
+	} else {
+		own = new(errorRoom)
+		vals, text = own.vals[:nv], own.text[:0]
 	}
 	put := func(key, v string) {
-		vals := sp.Values(1)
 		vals[0] = v
-		h[key] = vals
+		h[key] = vals[:1:1]
+		vals = vals[1:]
 	}
 	if e.Retryable {
 		put("X-Should-Retry", "true")
@@ -110,11 +118,16 @@ func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Spac
 		put("X-Should-Retry", "false")
 	}
 	if d > 0 {
-		var buf [retryText]byte
-		b := strconv.AppendInt(buf[:0], Seconds(d), 10)
+		b := strconv.AppendInt(text[:0], Seconds(d), 10)
 		n := len(b)
 		b = strconv.AppendInt(b, Milliseconds(d), 10)
-		s := sp.String(b)
+		var s string
+		if own != nil && unsafe.SliceData(b) == &own.text[0] {
+			// The room is its own, never written again.
+			s = unsafe.String(&own.text[0], len(b))
+		} else {
+			s = sp.String(b)
+		}
 		put("Retry-After", s[:n])
 		put("Retry-After-Ms", s[n:])
 	}
@@ -124,6 +137,13 @@ func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Spac
 	if setID {
 		put("X-Request-Id", requestID)
 	}
+}
+
+// errorRoom is the room of an error response's headers when the Space
+// given has too little left.
+type errorRoom struct {
+	vals [5]string
+	text [retryText]byte
 }
 
 // retryText is the most text Retry-After and Retry-After-Ms take together:

@@ -132,3 +132,36 @@ func TestSpaceGivesItsRoomOnce(t *testing.T) {
 		t.Fatalf("Values past the room: %d slices", len(v))
 	}
 }
+
+// Writing an error response allocates nothing for its headers with a
+// Space that has room, and once, for just what they need, without one.
+func TestWriteAllocatesOnceWithoutRoom(t *testing.T) {
+	e := RateLimitExceeded("slow down", 1500*time.Millisecond)
+	h := http.Header{}
+	spaces := make([]Space, 101)
+	i := 0
+	if n := testing.AllocsPerRun(100, func() {
+		clear(h)
+		putHeaders(h, e, "application/json", "req_1", &spaces[i])
+		i++
+	}); n != 0 {
+		t.Errorf("with a Space: %.0f allocations, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		clear(h)
+		putHeaders(h, e, "application/json", "req_1", nil)
+	}); n != 1 {
+		t.Errorf("without a Space: %.0f allocations, want 1", n)
+	}
+	full := new(Space)
+	full.Values(len(full.vals))
+	if n := testing.AllocsPerRun(100, func() {
+		clear(h)
+		putHeaders(h, e, "application/json", "req_1", full)
+	}); n != 1 {
+		t.Errorf("with a full Space: %.0f allocations, want 1", n)
+	}
+	if got := h["Retry-After-Ms"]; len(got) != 1 || got[0] != "1500" {
+		t.Errorf("Retry-After-Ms = %q", got)
+	}
+}
