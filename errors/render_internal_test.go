@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,8 +78,15 @@ func TestBodyTemplateRendersAsTheShape(t *testing.T) {
 			}
 			for _, id := range ids {
 				m := Meta{RequestID: id, Path: "/v1/models"}
-				if got, want := tmpl.AppendBody(nil, m), s.AppendBody(nil, e, m); !bytes.Equal(got, want) {
+				want := s.AppendBody(nil, e, m)
+				if got := tmpl.AppendBody(nil, m); !bytes.Equal(got, want) {
 					t.Errorf("%s, error %d, id %q:\n got %s\nwant %s", s, i, id, got, want)
+				}
+				// Written whole, as a response, in parts or not.
+				rec := httptest.NewRecorder()
+				tmpl.Write(rec, httptest.NewRequest(http.MethodGet, "/v1/models", nil), e, m, nil)
+				if got := rec.Body.Bytes(); !bytes.Equal(got, want) {
+					t.Errorf("%s, error %d, id %q, written:\n got %s\nwant %s", s, i, id, got, want)
 				}
 			}
 		}
