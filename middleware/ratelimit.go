@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/internal/limitref"
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
@@ -118,6 +119,7 @@ func (cfg RateLimitConfig) build() (*rateLimiter, error) {
 		cfg.Logger = slog.Default()
 	}
 	rl := &rateLimiter{cfg: cfg, clock: monotonicNow}
+	rl.memory, _ = cfg.Limiter.(*ratelimit.Memory)
 	if rt, ok := cfg.Limiter.(ratelimit.RealTimeLimiter); ok && rt.RealTime() {
 		rl.rememberDenials = true
 	}
@@ -141,6 +143,9 @@ type rateLimiter struct {
 	rememberDenials bool
 	// clock is monotonic time in nanoseconds, for remembered denials.
 	clock func() int64
+	// memory is the limiter when it is a Memory, which route entries ask
+	// through their limitref.Refs.
+	memory *ratelimit.Memory
 
 	failures storeFailureLog
 }
@@ -161,6 +166,8 @@ type routeEntry struct {
 	rl            *rateLimiter
 	method, route string
 	keys          [2]string
+	// refs remember where a Memory limiter keeps the keys' buckets.
+	refs [2]limitref.Ref
 	// With StaticLimits: the limits, pointing at the entry's own copies of
 	// the policies, and their policy-only header values; all of it in the
 	// entry, so a request reads no memory elsewhere.
@@ -396,7 +403,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	tokKey := keys[1]
 	if lim.Tokens != nil {
 		tokOut.Policy = *lim.Tokens
-		ok, err := rl.decide(ctx, method, route, "tokens", tokKey, tokOut.Policy, 0, &tokOut.Decision)
+		ok, err := rl.decide(ctx, method, route, "tokens", tokKey, &entry.refs[1], tokOut.Policy, 0, &tokOut.Decision)
 		if err != nil {
 			return err
 		}
@@ -431,7 +438,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 		if u, ok := GetUsage(c); ok && u.TotalTokens() > 0 {
 			// The client may be gone; the tokens were spent all the same.
 			charge := context.WithoutCancel(ctx)
-			if _, cerr := rl.charge(charge, method, route, tokKey, *lim.Tokens, u.TotalTokens()); cerr != nil {
+			if _, cerr := rl.charge(charge, method, route, tokKey, &entry.refs[1], *lim.Tokens, u.TotalTokens()); cerr != nil {
 				rl.cfg.Logger.LogAttrs(ctx, slog.LevelError, "rate limit: charging tokens failed",
 					slog.String("request_id", GetRequestID(c)), slog.String("principal", p.ID),
 					slog.Int64("tokens", u.TotalTokens()), slog.String("error", cerr.Error()))
@@ -447,7 +454,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 // with the hints counted down, without a store call.
 func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method, route string, o *ratelimit.Outcome) (bool, error) {
 	if !rl.rememberDenials {
-		return rl.decide(ctx, method, route, "requests", e.keys[0], o.Policy, 1, &o.Decision)
+		return rl.decide(ctx, method, route, "requests", e.keys[0], &e.refs[0], o.Policy, 1, &o.Decision)
 	}
 	var asked int64 = -1
 	if b := e.blocked.Load(); b != nil {
@@ -460,7 +467,7 @@ func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method,
 			return true, nil
 		}
 	}
-	ok, err := rl.decide(ctx, method, route, "requests", e.keys[0], o.Policy, 1, &o.Decision)
+	ok, err := rl.decide(ctx, method, route, "requests", e.keys[0], &e.refs[0], o.Policy, 1, &o.Decision)
 	switch d := &o.Decision; {
 	case !ok:
 	case d.Allowed:
@@ -520,18 +527,31 @@ var monotonicStart = time.Now()
 // of the monotonic clock.
 func monotonicNow() int64 { return int64(time.Since(monotonicStart)) }
 
+// memoryDecide decides on a Memory's key through a Ref (see package
+// limitref).
+var memoryDecide = limitref.MemoryDecide.(func(*ratelimit.Memory, *limitref.Ref, string, ratelimit.Policy, int64, bool) (ratelimit.Decision, error))
+
+// allow asks the limiter to take n units from key's bucket: through ref
+// when the limiter is a Memory.
+func (rl *rateLimiter) allow(ctx context.Context, key string, ref *limitref.Ref, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+	if rl.memory != nil && ref != nil {
+		return memoryDecide(rl.memory, ref, key, p, n, false)
+	}
+	return rl.cfg.Limiter.Allow(ctx, key, p, n)
+}
+
 // decide asks the limiter, writing its answer to d. On store failure it
 // reports ok == false to fail open, or returns a 503 to fail closed.
-func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key string, p ratelimit.Policy, n int64, d *ratelimit.Decision) (ok bool, err error) {
+func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key string, ref *limitref.Ref, p ratelimit.Policy, n int64, d *ratelimit.Decision) (ok bool, err error) {
 	m := rl.cfg.Metrics
 	if m == nil {
-		if *d, err = rl.cfg.Limiter.Allow(ctx, key, p, n); err != nil {
+		if *d, err = rl.allow(ctx, key, ref, p, n); err != nil {
 			return rl.storeFailed(ctx, method, route, limit, err)
 		}
 		return true, nil
 	}
 	start := time.Now()
-	*d, err = rl.cfg.Limiter.Allow(ctx, key, p, n)
+	*d, err = rl.allow(ctx, key, ref, p, n)
 	m.observeStore(time.Since(start), err)
 	if err != nil {
 		m.decision(method, route, limit, outcomeError)
@@ -556,9 +576,15 @@ func (rl *rateLimiter) storeFailed(ctx context.Context, method, route, limit str
 	return false, apierrors.ServiceUnavailable(time.Second).WithCause(fmt.Errorf("rate limit store: %w", err))
 }
 
-func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, ref *limitref.Ref, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
 	start := time.Now()
-	d, err := rl.cfg.Limiter.Charge(ctx, key, p, n)
+	var d ratelimit.Decision
+	var err error
+	if rl.memory != nil && ref != nil {
+		d, err = memoryDecide(rl.memory, ref, key, p, n, true)
+	} else {
+		d, err = rl.cfg.Limiter.Charge(ctx, key, p, n)
+	}
 	if m := rl.cfg.Metrics; m != nil {
 		m.observeStore(time.Since(start), err)
 		if err == nil {

@@ -10,7 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
+	"github.com/gatekit/gatekit/internal/limitref"
 	"github.com/gatekit/gatekit/ratelimit/internal/bucket"
 )
 
@@ -147,6 +149,45 @@ func (m *Memory) Charge(_ context.Context, key string, p Policy, n int64) (Decis
 	return m.decide(key, p, bucket.OpCharge, n)
 }
 
+func init() {
+	limitref.MemoryDecide = func(m *Memory, ref *limitref.Ref, key string, p Policy, n int64, charge bool) (Decision, error) {
+		op := bucket.OpAllow
+		if charge {
+			op = bucket.OpCharge
+		}
+		return m.decideRef(ref, key, p, op, n)
+	}
+}
+
+// decideRef is decide with ref, which is only ever used with key, tried
+// first (see package limitref).
+func (m *Memory) decideRef(ref *limitref.Ref, key string, p Policy, op bucket.Op, n int64) (Decision, error) {
+	kp := ref.Key.Load()
+	if kp == nil || n < 0 {
+		return m.decideAt(key, p, op, n, ref)
+	}
+	pos := ref.Pos.Load()
+	si, i := int(pos>>32), int(uint32(pos))
+	if si >= len(m.shards) {
+		return m.decideAt(key, p, op, n, ref)
+	}
+	prm, err := m.params(p)
+	if err != nil {
+		return Decision{}, err
+	}
+	now := m.nowMilli()
+	s := &m.shards[si]
+	s.mu.Lock()
+	if i >= len(s.table) || unsafe.StringData(s.table[i].key) != kp {
+		// Moved, or evicted: look the key up, and remember where.
+		s.mu.Unlock()
+		return m.decideAt(key, p, op, n, ref)
+	}
+	r := s.apply(i, prm, now, op, n)
+	s.mu.Unlock()
+	return decision(p, r), nil
+}
+
 // Len returns the number of keys tracked.
 func (m *Memory) Len() int {
 	total := 0
@@ -160,6 +201,12 @@ func (m *Memory) Len() int {
 }
 
 func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, error) {
+	return m.decideAt(key, p, op, n, nil)
+}
+
+// decideAt decides on key, remembering in ref, when it is not nil, where
+// the key's bucket is.
+func (m *Memory) decideAt(key string, p Policy, op bucket.Op, n int64, ref *limitref.Ref) (Decision, error) {
 	if n < 0 {
 		return Decision{}, ErrNegativeUnits
 	}
@@ -167,7 +214,8 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 	// One hash serves both to pick the shard (low half) and to find the
 	// key in it (high half).
 	h := maphash.String(m.seed, key)
-	s := &m.shards[uint64(uint32(h))*uint64(len(m.shards))>>32]
+	si := uint64(uint32(h)) * uint64(len(m.shards)) >> 32
+	s := &m.shards[si]
 	hash := h>>32<<32 | 1
 	// Touch the entry where the search for key starts, so that it is on
 	// its way to the cache while the policy is checked and the lock taken.
@@ -180,28 +228,43 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 
 	s.mu.Lock()
 	i := s.find(key, hash)
-	var st *bucket.State
+	var r bucket.Result
 	if i >= 0 {
-		st = &s.table[i].state
-	}
-	r := bucket.Decide(st, prm, now, op, n)
-	if r.Write {
-		if i >= 0 {
-			e := &s.table[i]
-			e.state, e.fullAt = r.State, r.FullAt
-		} else {
-			m.insert(s, key, hash, r.State, r.FullAt, now)
+		r = s.apply(i, prm, now, op, n)
+	} else {
+		r = bucket.Decide(nil, prm, now, op, n)
+		if r.Write {
+			i = m.insert(s, key, hash, r.State, r.FullAt, now)
 		}
 	}
+	if ref != nil && i >= 0 && len(key) > 0 {
+		ref.Pos.Store(si<<32 | uint64(i))
+		ref.Key.Store(unsafe.StringData(s.table[i].key))
+	}
 	s.mu.Unlock()
+	return decision(p, r), nil
+}
 
+// apply decides on the bucket at position i of s's table, writing its new
+// state. s.mu is held.
+func (s *memoryShard) apply(i int, prm bucket.Params, now int64, op bucket.Op, n int64) bucket.Result {
+	e := &s.table[i]
+	r := bucket.Decide(&e.state, prm, now, op, n)
+	if r.Write {
+		e.state, e.fullAt = r.State, r.FullAt
+	}
+	return r
+}
+
+// decision is a bucket's answer as a Decision on policy p.
+func decision(p Policy, r bucket.Result) Decision {
 	return Decision{
 		Allowed:    r.Allowed,
 		Limit:      p.Limit,
 		Remaining:  r.Remaining,
 		ResetAfter: time.Duration(r.ResetAfter) * time.Millisecond,
 		RetryAfter: time.Duration(r.RetryAfter) * time.Millisecond,
-	}, nil
+	}
 }
 
 // params returns the bucket parameters of p, from a small cache of the
@@ -252,8 +315,8 @@ func (s *memoryShard) find(key string, hash uint64) int {
 }
 
 // insert adds key, whose hash field is hash, evicting another key if the
-// shard is full. s.mu is held.
-func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State, fullAt, now int64) {
+// shard is full, and returns its position. s.mu is held.
+func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State, fullAt, now int64) int {
 	// Copy the key so that a key sliced from a larger buffer (a request
 	// body, say) does not keep the whole buffer alive.
 	e := memoryEntry{hash: hash, key: strings.Clone(key), state: st, fullAt: fullAt}
@@ -261,9 +324,9 @@ func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State
 		if 8*(s.n+1) > 7*len(s.table) {
 			s.grow()
 		}
-		s.put(e)
+		i := s.put(e)
 		s.n++
-		return
+		return i
 	}
 	victim := s.sample()
 	for range evictionSamples - 1 {
@@ -275,7 +338,7 @@ func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State
 		}
 	}
 	s.remove(victim)
-	s.put(e)
+	return s.put(e)
 }
 
 // sample returns the position of a random entry in use; the shard holds at
@@ -289,14 +352,16 @@ func (s *memoryShard) sample() int {
 	return i
 }
 
-// put adds e to the table, which has room for it. s.mu is held.
-func (s *memoryShard) put(e memoryEntry) {
+// put adds e to the table, which has room for it, and returns its
+// position. s.mu is held.
+func (s *memoryShard) put(e memoryEntry) int {
 	mask := uint32(len(s.table) - 1)
 	i := uint32(e.hash>>32) & mask
 	for s.table[i].hash != 0 {
 		i = (i + 1) & mask
 	}
 	s.set(i, &e)
+	return int(i)
 }
 
 // remove empties the entry at position i. s.mu is held.
