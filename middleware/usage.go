@@ -62,6 +62,9 @@ type requestState struct {
 	// lives in a Chain's context.
 	requestID     [1]string
 	requestIDText [requestIDLength]byte
+	// usageReported and progressed sit in the padding after
+	// requestIDText, which keeps a Chain's context in a smaller size
+	// class.
 	usageReported bool
 	progressed    bool
 	body          limitedBody
