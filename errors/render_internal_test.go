@@ -173,3 +173,56 @@ func TestWriteAllocatesOnceWithoutRoom(t *testing.T) {
 		t.Errorf("Retry-After-Ms = %q", got)
 	}
 }
+
+// FuzzSpace runs a Space through any sequence of takes: no value slice or
+// text it gave out is ever given again, so every earlier value keeps what
+// was written to it, in the room or past it.
+func FuzzSpace(f *testing.F) {
+	f.Add([]byte{1, 5, 2, 30, 3, 9, 1, 4, 2, 90})
+	f.Add([]byte{2, 86, 2, 1, 1, 9, 1, 1})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		var sp Space
+		type given struct {
+			s    string
+			want string
+		}
+		var texts []given
+		var vals [][]string
+		var wantVals [][]string
+		for i := 0; i+1 < len(ops); i += 2 {
+			n := int(ops[i+1])
+			switch ops[i] % 3 {
+			case 0: // Values
+				v := sp.Values(n % 12)
+				w := make([]string, len(v))
+				for j := range v {
+					v[j] = strconv.Itoa(i*100 + j)
+					w[j] = v[j]
+				}
+				vals, wantVals = append(vals, v), append(wantVals, w)
+			case 1: // String from a copy
+				b := []byte(strings.Repeat(string(rune('a'+i%26)), n%100))
+				texts = append(texts, given{sp.String(b), string(b)})
+			default: // String built in place
+				b := sp.Text()
+				for j := 0; j < n%100; j++ {
+					b = append(b, byte('A'+(i+j)%26))
+				}
+				want := string(b)
+				texts = append(texts, given{sp.String(b), want})
+			}
+			for k, g := range texts {
+				if g.s != g.want {
+					t.Fatalf("op %d: text %d reads %q, was %q", i, k, g.s, g.want)
+				}
+			}
+			for k := range vals {
+				for j := range vals[k] {
+					if vals[k][j] != wantVals[k][j] {
+						t.Fatalf("op %d: value %d/%d reads %q, was %q", i, k, j, vals[k][j], wantVals[k][j])
+					}
+				}
+			}
+		}
+	})
+}
