@@ -175,8 +175,13 @@ func (m *Memory) decideRef(ref *limitref.Ref, key string, p Policy, op bucket.Op
 	if err != nil {
 		return Decision{}, err
 	}
-	now := m.nowMilli()
 	s := &m.shards[si]
+	// Touch the entry, so that it is on its way to the cache while the
+	// clock is read and the lock taken (see decideAt).
+	if t := *s.peek.Load(); i < len(t) {
+		atomic.LoadUint64(&t[i].hash)
+	}
+	now := m.nowMilli()
 	s.mu.Lock()
 	if i >= len(s.table) || unsafe.StringData(s.table[i].key) != kp {
 		// Moved, or evicted: look the key up, and remember where.
