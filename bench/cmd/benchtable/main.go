@@ -145,9 +145,9 @@ type row struct {
 	rt     float64 // round trips per op, -1 when not counted
 	evals  float64
 	usec   float64 // Redis server time in scripts per op
-	// rounds are ns/op of every run, in the order of the interleaved
-	// rounds, for comparisons paired by round.
-	rounds []float64
+	// rounds are ns/op of every run, and roundReqs their req/s, in the
+	// order of the interleaved rounds, for comparisons paired by round.
+	rounds, roundReqs []float64
 	err    error
 }
 
@@ -155,9 +155,10 @@ type row struct {
 // one.
 func (r *row) summarize(results []testing.BenchmarkResult, stat string) {
 	nsPerOp := func(res testing.BenchmarkResult) float64 { return float64(res.T.Nanoseconds()) / float64(res.N) }
-	r.rounds = r.rounds[:0]
+	r.rounds, r.roundReqs = r.rounds[:0], r.roundReqs[:0]
 	for _, res := range results {
 		r.rounds = append(r.rounds, nsPerOp(res))
+		r.roundReqs = append(r.roundReqs, res.Extra["req/s"])
 	}
 	results = slices.Clone(results)
 	slices.SortFunc(results, func(a, b testing.BenchmarkResult) int {
@@ -379,8 +380,14 @@ func verdicts(t table, info reportInfo) []verdict {
 						fmt.Sprintf("%.3f round trips/op, %.3f EVALs/op", g.rt, g.evals), passFail(g.rt == 1 && g.evals == 1)})
 				}
 				if ok1 && ok2 {
+					yes, of := 0, min(len(g.roundReqs), len(p.roundReqs))
+					for i := range of {
+						if g.roundReqs[i] >= p.roundReqs[i] {
+							yes++
+						}
+					}
 					vs = append(vs, verdict{fmt.Sprintf("Redis: at least redis_rate's req/s (%s vs %s)", pair[0], pair[1]), k,
-						fmt.Sprintf("%.0f vs %.0f req/s (%+.1f%%)", g.reqs, p.reqs, 100*(g.reqs/p.reqs-1)), passFail(g.reqs >= p.reqs)})
+						fmt.Sprintf("%.0f vs %.0f req/s (%+.1f%%; at least in %d of %d rounds)", g.reqs, p.reqs, 100*(g.reqs/p.reqs-1), yes, of), passFail(g.reqs >= p.reqs)})
 				}
 			}
 		}
