@@ -48,8 +48,10 @@ func SetHeadersWith(h http.Header, requests, tokens *Outcome, sp *apierrors.Spac
 		return
 	}
 	var ends [8]int
-	b := sp.Text() // built in place when it fits
-	if b == nil {
+	// Built in place when the room is likely to hold it; else on the stack,
+	// and copied to the room if it fits after all, or allocated once.
+	b := sp.Text()
+	if cap(b) < 96 {
 		var buf [256]byte
 		b = buf[:0]
 	}
@@ -240,8 +242,8 @@ func (ph *PolicyHeaders) Set(h http.Header, requests, tokens *Outcome, sp *apier
 		return
 	}
 	var ends [5]int
-	b := sp.Text() // built in place when it fits
-	if b == nil {
+	b := sp.Text() // in place, as SetHeadersWith does
+	if cap(b) < 48 {
 		var buf [128]byte
 		b = buf[:0]
 	}

@@ -116,6 +116,16 @@ func TestPolicyHeadersWriteWhatSetHeadersWrites(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, new(apierrors.Space)) }); n > 1 {
 		t.Fatalf("Set with a Space allocates %.0f times beyond the Space, want 0", n-1)
 	}
+	// A Space whose text room is nearly used up still holds the value
+	// slices; the text is allocated, once.
+	spaces := make([]apierrors.Space, 1001)
+	for i := range spaces {
+		spaces[i].String(make([]byte, 80))
+	}
+	i := 0
+	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, &spaces[i]); i++ }); n > 1 {
+		t.Fatalf("Set with a Space short of text room allocates %.0f times, want at most 1", n)
+	}
 	if n := testing.AllocsPerRun(1000, func() { ph.Set(h, o, nil, nil) }); n > 2 {
 		t.Fatalf("Set without a Space allocates %.0f times, want at most 2", n)
 	}
