@@ -148,7 +148,7 @@ type row struct {
 	// rounds are ns/op of every run, and roundReqs their req/s, in the
 	// order of the interleaved rounds, for comparisons paired by round.
 	rounds, roundReqs []float64
-	err    error
+	err               error
 }
 
 // summarize keeps the run with the lowest ns/op (stat "min") or the median
