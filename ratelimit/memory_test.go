@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/gatekit/gatekit/internal/limitref"
 	"github.com/gatekit/gatekit/ratelimit"
 	"github.com/gatekit/gatekit/ratelimit/ratelimittest"
 )
@@ -95,15 +96,30 @@ func (c *recordingClock) Now() time.Time {
 
 func (c *recordingClock) freeze() { c.frozen.Store(true) }
 
+// 64 goroutines on one key, through Allow and, as the middleware decides,
+// through one shared limitref.Ref.
 func TestMemoryExactUnderConcurrency(t *testing.T) {
+	var ref limitref.Ref
+	for name, allow := range map[string]func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error){
+		"Allow": func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+			return m.Allow(context.Background(), "hot", p, n)
+		},
+		"Ref": func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+			return decideRef(m, &ref, "hot", p, n, false)
+		},
+	} {
+		t.Run(name, func(t *testing.T) { testMemoryExactUnderConcurrency(t, allow) })
+	}
+}
+
+func testMemoryExactUnderConcurrency(t *testing.T, allow func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error)) {
 	clock := &recordingClock{}
 	m := newMemory(t, &ratelimit.MemoryConfig{Now: clock.Now})
-	ctx := context.Background()
 	// One unit a millisecond, a burst that no scheduling hiccup can refill.
 	p := ratelimit.PerSecond(1000)
 
 	// The first decision creates the bucket: time starts there.
-	if d, _ := m.Allow(ctx, "hot", p, 1); !d.Allowed {
+	if d, _ := allow(m, p, 1); !d.Allowed {
 		t.Fatal("first request denied")
 	}
 	start := clock.max.Load()
@@ -115,7 +131,7 @@ func TestMemoryExactUnderConcurrency(t *testing.T) {
 		wg.Go(func() {
 			var n int64
 			for time.Now().Before(stop) {
-				d, err := m.Allow(ctx, "hot", p, 1)
+				d, err := allow(m, p, 1)
 				if err != nil {
 					t.Error(err)
 					return
@@ -129,7 +145,7 @@ func TestMemoryExactUnderConcurrency(t *testing.T) {
 	}
 	wg.Wait()
 	clock.freeze()
-	d, _ := m.Allow(ctx, "hot", p, 0)
+	d, _ := allow(m, p, 0)
 	elapsed := clock.max.Load() - start // ms, as the limiter saw them
 
 	want := p.Limit + elapsed*p.Limit/p.Window.Milliseconds()
