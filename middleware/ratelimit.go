@@ -550,9 +550,9 @@ func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key str
 		}
 		return true, nil
 	}
-	start := time.Now()
+	start := monotonicNow() // one clock read, where time.Now takes two
 	*d, err = rl.allow(ctx, key, ref, p, n)
-	m.observeStore(time.Since(start), err)
+	m.observeStore(time.Duration(monotonicNow()-start), err)
 	if err != nil {
 		m.decision(method, route, limit, outcomeError)
 		return rl.storeFailed(ctx, method, route, limit, err)
@@ -577,7 +577,7 @@ func (rl *rateLimiter) storeFailed(ctx context.Context, method, route, limit str
 }
 
 func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, ref *limitref.Ref, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-	start := time.Now()
+	start := monotonicNow()
 	var d ratelimit.Decision
 	var err error
 	if rl.memory != nil && ref != nil {
@@ -586,7 +586,7 @@ func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, re
 		d, err = rl.cfg.Limiter.Charge(ctx, key, p, n)
 	}
 	if m := rl.cfg.Metrics; m != nil {
-		m.observeStore(time.Since(start), err)
+		m.observeStore(time.Duration(monotonicNow()-start), err)
 		if err == nil {
 			m.tokens(method, route, n)
 		}
