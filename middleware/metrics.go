@@ -39,12 +39,15 @@ type MetricsConfig struct {
 	MaxPrincipals int
 }
 
-// The outcomes of a decision, as the "outcome" label carries them.
+// The outcomes of a decision, as indexes of outcomeNames, the values of
+// the "outcome" label.
 const (
-	outcomeAllowed = "allowed"
-	outcomeDenied  = "denied"
-	outcomeError   = "error"
+	outcomeAllowed = iota
+	outcomeDenied
+	outcomeError
 )
+
+var outcomeNames = [3]string{"allowed", "denied", "error"}
 
 // NewMetrics creates gatekit's metrics and registers them on reg (for
 // example prometheus.DefaultRegisterer, or a fresh prometheus.NewRegistry()
@@ -110,21 +113,18 @@ func NewMetrics(reg prometheus.Registerer, cfg *MetricsConfig) (*Metrics, error)
 	return m, nil
 }
 
-func (m *Metrics) decision(method, route, limit, outcome string) {
-	m.decisions.WithLabelValues(method, route, limit, outcome).Inc()
-}
-
-func (m *Metrics) deniedPrincipal(id string) {
+// principalLabel returns the value of the "principal" label for id: id
+// itself for the first maxPrincipals ids seen, "other" after them.
+func (m *Metrics) principalLabel(id string) string {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if _, ok := m.principals[id]; !ok {
 		if len(m.principals) >= m.maxPrincipals {
-			id = "other"
-		} else {
-			m.principals[id] = struct{}{}
+			return "other"
 		}
+		m.principals[id] = struct{}{}
 	}
-	m.mu.Unlock()
-	m.denied.WithLabelValues(id).Inc()
+	return id
 }
 
 func (m *Metrics) observeStore(d time.Duration, err error) {
@@ -134,8 +134,60 @@ func (m *Metrics) observeStore(d time.Duration, err error) {
 	}
 }
 
-func (m *Metrics) tokens(method, route string, n int64) {
-	m.tokensUsed.WithLabelValues(method, route).Add(float64(n))
+// entryCounters are a route entry's series of the rate-limit metrics,
+// looked up once and kept on the entry, so that counting a decision is an
+// increment, not a look-up by labels. It is immutable: a series added
+// publishes a copy.
+type entryCounters struct {
+	decisions [2][3]prometheus.Counter // by limit and outcome
+	denied    prometheus.Counter       // the principal's denials
+	tokens    prometheus.Counter
+}
+
+// count counts a decision on the entry's limit.
+func (e *routeEntry) count(m *Metrics, limit, outcome int) {
+	if c := e.counters.Load(); c != nil && c.decisions[limit][outcome] != nil {
+		c.decisions[limit][outcome].Inc()
+		return
+	}
+	c := m.decisions.WithLabelValues(e.method, e.route, limitNames[limit], outcomeNames[outcome])
+	e.addCounters(func(ec *entryCounters) { ec.decisions[limit][outcome] = c })
+	c.Inc()
+}
+
+// countDenied counts a denial of the entry's principal p.
+func (e *routeEntry) countDenied(m *Metrics, p *Principal) {
+	if c := e.counters.Load(); c != nil && c.denied != nil {
+		c.denied.Inc()
+		return
+	}
+	c := m.denied.WithLabelValues(m.principalLabel(p.ID))
+	e.addCounters(func(ec *entryCounters) { ec.denied = c })
+	c.Inc()
+}
+
+// metrics returns the entry's counters with its tokens series in place.
+func (e *routeEntry) metrics(m *Metrics) *entryCounters {
+	if c := e.counters.Load(); c != nil && c.tokens != nil {
+		return c
+	}
+	c := m.tokensUsed.WithLabelValues(e.method, e.route)
+	return e.addCounters(func(ec *entryCounters) { ec.tokens = c })
+}
+
+// addCounters publishes a copy of the entry's counters changed by set.
+func (e *routeEntry) addCounters(set func(*entryCounters)) *entryCounters {
+	for {
+		old := e.counters.Load()
+		next := &entryCounters{}
+		if old != nil {
+			*next = *old
+		}
+		set(next)
+		if e.counters.CompareAndSwap(old, next) {
+			return next
+		}
+	}
 }
 
 func (m *Metrics) holdOpened()               { m.holdsOpen.Inc() }

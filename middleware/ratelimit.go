@@ -180,6 +180,8 @@ type routeEntry struct {
 	// denials holds the last denial message per limit, which changes only
 	// when the seconds it tells the client to wait do.
 	denials [2]atomic.Pointer[denialText]
+	// counters are the entry's metric series, looked up once.
+	counters atomic.Pointer[entryCounters]
 }
 
 // The limits of a route entry, as indexes of its keys and denials.
@@ -187,6 +189,10 @@ const (
 	limitRequests = 0
 	limitTokens   = 1
 )
+
+// limitNames are the limits as the metrics' and logs' "limit" label says
+// them.
+var limitNames = [2]string{"requests", "tokens"}
 
 // denialText is a denial's error as of one number of seconds to wait,
 // which is all its message and body depend on, with the body rendered once
@@ -386,7 +392,6 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 		return next(c)
 	}
 	ctx := c.Request().Context()
-	keys := entry.keys
 
 	var reqOut, tokOut ratelimit.Outcome
 	var reqPtr, tokPtr *ratelimit.Outcome
@@ -400,10 +405,9 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 			reqPtr = &reqOut
 		}
 	}
-	tokKey := keys[1]
 	if lim.Tokens != nil {
 		tokOut.Policy = *lim.Tokens
-		ok, err := rl.decide(ctx, method, route, "tokens", tokKey, &entry.refs[1], tokOut.Policy, 0, &tokOut.Decision)
+		ok, err := rl.decide(ctx, entry, limitTokens, tokOut.Policy, 0, &tokOut.Decision)
 		if err != nil {
 			return err
 		}
@@ -423,7 +427,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	}
 	denied := (reqPtr != nil && !reqOut.Decision.Allowed) || (tokPtr != nil && !tokOut.Decision.Allowed)
 	if denied && rl.cfg.Metrics != nil {
-		rl.cfg.Metrics.deniedPrincipal(p.ID)
+		entry.countDenied(rl.cfg.Metrics, p)
 	}
 	if reqPtr != nil && !reqOut.Decision.Allowed {
 		return entry.deny(p, limitRequests, reqOut, st)
@@ -438,7 +442,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 		if u, ok := GetUsage(c); ok && u.TotalTokens() > 0 {
 			// The client may be gone; the tokens were spent all the same.
 			charge := context.WithoutCancel(ctx)
-			if _, cerr := rl.charge(charge, method, route, tokKey, &entry.refs[1], *lim.Tokens, u.TotalTokens()); cerr != nil {
+			if _, cerr := rl.charge(charge, entry, *lim.Tokens, u.TotalTokens()); cerr != nil {
 				rl.cfg.Logger.LogAttrs(ctx, slog.LevelError, "rate limit: charging tokens failed",
 					slog.String("request_id", GetRequestID(c)), slog.String("principal", p.ID),
 					slog.Int64("tokens", u.TotalTokens()), slog.String("error", cerr.Error()))
@@ -454,20 +458,20 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 // with the hints counted down, without a store call.
 func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method, route string, o *ratelimit.Outcome) (bool, error) {
 	if !rl.rememberDenials {
-		return rl.decide(ctx, method, route, "requests", e.keys[0], &e.refs[0], o.Policy, 1, &o.Decision)
+		return rl.decide(ctx, e, limitRequests, o.Policy, 1, &o.Decision)
 	}
 	var asked int64 = -1
 	if b := e.blocked.Load(); b != nil {
 		asked = rl.clock()
 		if asked < b.until && b.policy == o.Policy {
 			if m := rl.cfg.Metrics; m != nil {
-				m.decision(method, route, "requests", outcomeDenied)
+				e.count(m, limitRequests, outcomeDenied)
 			}
 			o.Decision = b.at(asked)
 			return true, nil
 		}
 	}
-	ok, err := rl.decide(ctx, method, route, "requests", e.keys[0], &e.refs[0], o.Policy, 1, &o.Decision)
+	ok, err := rl.decide(ctx, e, limitRequests, o.Policy, 1, &o.Decision)
 	switch d := &o.Decision; {
 	case !ok:
 	case d.Allowed:
@@ -540,55 +544,57 @@ func (rl *rateLimiter) allow(ctx context.Context, key string, ref *limitref.Ref,
 	return rl.cfg.Limiter.Allow(ctx, key, p, n)
 }
 
-// decide asks the limiter, writing its answer to d. On store failure it
-// reports ok == false to fail open, or returns a 503 to fail closed.
-func (rl *rateLimiter) decide(ctx context.Context, method, route, limit, key string, ref *limitref.Ref, p ratelimit.Policy, n int64, d *ratelimit.Decision) (ok bool, err error) {
+// decide asks the limiter about the entry's limit, writing its answer to
+// d. On store failure it reports ok == false to fail open, or returns a
+// 503 to fail closed.
+func (rl *rateLimiter) decide(ctx context.Context, e *routeEntry, limit int, p ratelimit.Policy, n int64, d *ratelimit.Decision) (ok bool, err error) {
 	m := rl.cfg.Metrics
 	if m == nil {
-		if *d, err = rl.allow(ctx, key, ref, p, n); err != nil {
-			return rl.storeFailed(ctx, method, route, limit, err)
+		if *d, err = rl.allow(ctx, e.keys[limit], &e.refs[limit], p, n); err != nil {
+			return rl.storeFailed(ctx, e, limit, err)
 		}
 		return true, nil
 	}
 	start := monotonicNow() // one clock read, where time.Now takes two
-	*d, err = rl.allow(ctx, key, ref, p, n)
+	*d, err = rl.allow(ctx, e.keys[limit], &e.refs[limit], p, n)
 	m.observeStore(time.Duration(monotonicNow()-start), err)
-	if err != nil {
-		m.decision(method, route, limit, outcomeError)
-		return rl.storeFailed(ctx, method, route, limit, err)
-	}
-	if d.Allowed {
-		m.decision(method, route, limit, outcomeAllowed)
-	} else {
-		m.decision(method, route, limit, outcomeDenied)
+	switch {
+	case err != nil:
+		e.count(m, limit, outcomeError)
+		return rl.storeFailed(ctx, e, limit, err)
+	case d.Allowed:
+		e.count(m, limit, outcomeAllowed)
+	default:
+		e.count(m, limit, outcomeDenied)
 	}
 	return true, nil
 }
 
 // storeFailed logs a store failure and fails open (ok == false) or closed
 // (a 503).
-func (rl *rateLimiter) storeFailed(ctx context.Context, method, route, limit string, err error) (ok bool, _ error) {
+func (rl *rateLimiter) storeFailed(ctx context.Context, e *routeEntry, limit int, err error) (ok bool, _ error) {
 	rl.failures.warn(ctx, rl.cfg.Logger, "rate limit: store failed",
-		slog.String("method", method), slog.String("route", route), slog.String("limit", limit), slog.String("error", err.Error()))
+		slog.String("method", e.method), slog.String("route", e.route), slog.String("limit", limitNames[limit]), slog.String("error", err.Error()))
 	if rl.cfg.Fail == FailOpen {
 		return false, nil
 	}
 	return false, apierrors.ServiceUnavailable(time.Second).WithCause(fmt.Errorf("rate limit store: %w", err))
 }
 
-func (rl *rateLimiter) charge(ctx context.Context, method, route, key string, ref *limitref.Ref, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+// charge charges n tokens to the entry's token bucket.
+func (rl *rateLimiter) charge(ctx context.Context, e *routeEntry, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
 	start := monotonicNow()
 	var d ratelimit.Decision
 	var err error
-	if rl.memory != nil && ref != nil {
-		d, err = memoryDecide(rl.memory, ref, key, p, n, true)
+	if rl.memory != nil {
+		d, err = memoryDecide(rl.memory, &e.refs[limitTokens], e.keys[limitTokens], p, n, true)
 	} else {
-		d, err = rl.cfg.Limiter.Charge(ctx, key, p, n)
+		d, err = rl.cfg.Limiter.Charge(ctx, e.keys[limitTokens], p, n)
 	}
 	if m := rl.cfg.Metrics; m != nil {
 		m.observeStore(time.Duration(monotonicNow()-start), err)
 		if err == nil {
-			m.tokens(method, route, n)
+			e.metrics(m).tokens.Add(float64(n))
 		}
 	}
 	return d, err

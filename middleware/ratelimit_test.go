@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/internal/testclock"
@@ -216,5 +217,73 @@ func TestDenialInAChainAllocatesNoMoreThanAnAllowedRequest(t *testing.T) {
 	denied := allocs("sk-denied-0123456789", http.StatusTooManyRequests)
 	if denied > allowed {
 		t.Fatalf("a 429 allocates %.0f times, an allowed request %.0f", denied, allowed)
+	}
+}
+
+// Decisions, denials by principal (capped) and tokens are counted exactly,
+// with each route entry's series looked up once and then kept.
+func TestRateLimitMetricsCountEveryDecision(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics, err := middleware.NewMetrics(reg, &middleware.MetricsConfig{MaxPrincipals: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	three := ratelimit.PerMinute(3)
+	tpm := ratelimit.PerMinute(1_000_000)
+	sk := middleware.NewStaticKeys()
+	for _, id := range []string{"p1", "p2"} {
+		if err := sk.Add("sk-"+id+"-0123456789", &middleware.Principal{ID: id, Limits: middleware.Limits{Requests: &three, Tokens: &tpm}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	lim, _ := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: clock.Now})
+	auth, _ := middleware.AuthConfig{Keys: sk}.ToStep()
+	limit, err := middleware.RateLimitConfig{Limiter: lim, StaticLimits: true, Metrics: metrics}.ToStep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, _ := middleware.Chain(auth, limit)
+	e, _ := newEcho(t)
+	e.Use(chain)
+	e.GET("/v1/models", func(c echo.Context) error {
+		if err := middleware.ReportUsage(c, middleware.Usage{PromptTokens: 7, CompletionTokens: 3}); err != nil {
+			return err
+		}
+		return c.NoContent(http.StatusNoContent)
+	})
+	for _, id := range []string{"p1", "p2"} {
+		for range 5 {
+			getWithKey(e, "sk-"+id+"-0123456789")
+		}
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				name += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[name] = m.GetCounter().GetValue()
+		}
+	}
+	for name, want := range map[string]float64{
+		"gatekit_ratelimit_decisions_total,limit=requests,method=GET,outcome=allowed,route=/v1/models": 6,
+		"gatekit_ratelimit_decisions_total,limit=requests,method=GET,outcome=denied,route=/v1/models":  4,
+		"gatekit_ratelimit_decisions_total,limit=tokens,method=GET,outcome=allowed,route=/v1/models":   10,
+		"gatekit_ratelimit_denied_by_principal_total,principal=p1":                                     2,
+		"gatekit_ratelimit_denied_by_principal_total,principal=other":                                  2,
+		"gatekit_ratelimit_tokens_charged_total,method=GET,route=/v1/models":                           60,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
+	}
+	if _, ok := got["gatekit_ratelimit_denied_by_principal_total,principal=p2"]; ok {
+		t.Error("p2 has a series of its own beyond MaxPrincipals")
 	}
 }
