@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatekit/gatekit"
 	"github.com/gatekit/gatekit/middleware"
@@ -40,10 +41,11 @@ func setupGatekitBase(_ *Suite, keys *Keys) (*Env, error) {
 }
 
 // setupGatekitFull mounts gatekit as a service would: every key in
-// Config.Keys, a per-route limit, the memory store sized for the keys. With
-// deny, the limit is one request a minute, which priming uses up, so every
+// Config.Keys, a per-route limit, the memory store sized for the keys, and,
+// with metrics, Prometheus metrics on a registry of their own. With deny,
+// the limit is one request a minute, which priming uses up, so every
 // measured request is a 429.
-func setupGatekitFull(deny bool) func(*Suite, *Keys) (*Env, error) {
+func setupGatekitFull(deny, metrics bool) func(*Suite, *Keys) (*Env, error) {
 	return func(_ *Suite, keys *Keys) (*Env, error) {
 		rpm, want := int64(NeverDeny), http.StatusOK
 		if deny {
@@ -56,6 +58,9 @@ func setupGatekitFull(deny bool) func(*Suite, *Keys) (*Env, error) {
 			},
 			RateLimit: gatekit.RateLimitConfig{MaxKeys: maxKeys(keys)},
 			Logger:    discardLogger(),
+		}
+		if metrics {
+			cfg.Metrics = prometheus.NewRegistry()
 		}
 		for i := range keys.Raw {
 			cfg.Keys[i] = gatekit.KeyConfig{ID: keys.IDs[i], Key: keys.Raw[i]}
