@@ -80,7 +80,7 @@ func SetHeaders(h http.Header, e *Error) {
 
 // putHeaders sets SetHeaders' headers, and Content-Type and X-Request-Id
 // when given, with the value slices and the Retry-After text taken from
-// sp, or from a new Space when sp has too little room for them.
+// sp, or from one allocation of their own when sp has too little room.
 func putHeaders(h http.Header, e *Error, contentType, requestID string, sp *Space) {
 	d := e.RetryHint()
 	setID := requestID != ""
@@ -171,8 +171,11 @@ type Space struct {
 }
 
 // Values returns n value slices from sp's room, or newly allocated ones
-// when sp is nil or has fewer than n left.
+// when sp is nil or has fewer than n left; nil for n <= 0.
 func (sp *Space) Values(n int) []string {
+	if n <= 0 {
+		return nil
+	}
 	if sp == nil || n > len(sp.vals)-int(sp.nv) {
 		return make([]string, n)
 	}
