@@ -397,7 +397,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	var reqPtr, tokPtr *ratelimit.Outcome
 	if lim.Requests != nil {
 		reqOut.Policy = *lim.Requests
-		ok, err := rl.decideRequest(ctx, entry, method, route, &reqOut)
+		ok, err := rl.decideRequest(ctx, entry, &reqOut)
 		if err != nil {
 			return err
 		}
@@ -456,7 +456,7 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 // RealTimeLimiter, a denial is remembered on the entry: until the store
 // could answer otherwise, the principal's requests are denied from it,
 // with the hints counted down, without a store call.
-func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, method, route string, o *ratelimit.Outcome) (bool, error) {
+func (rl *rateLimiter) decideRequest(ctx context.Context, e *routeEntry, o *ratelimit.Outcome) (bool, error) {
 	if !rl.rememberDenials {
 		return rl.decide(ctx, e, limitRequests, o.Policy, 1, &o.Decision)
 	}
