@@ -40,6 +40,7 @@ func Scenarios() []Scenario {
 
 		{Name: "redis-gatekit", Label: "gatekit Auth + RateLimit (redisstore)", Redis: true, Header: "X-Ratelimit-Remaining-Requests", Setup: setupRedisGatekit},
 		{Name: "redis-redis_rate", Label: "redis_rate v10 (Echo glue with headers)", Redis: true, Header: "X-Ratelimit-Remaining", Setup: setupRedisRate},
+		{Name: "redis-redis_rate-autopipeline", Label: "redis_rate v10 on go-redis's autopipeliner (Echo glue with headers)", Redis: true, Header: "X-Ratelimit-Remaining", Setup: setupRedisRateAutoPipeline},
 		{Name: "redis-store-gatekit", Label: "redisstore.Store.Allow (store call only)", Redis: true, Setup: setupRedisStoreGatekit},
 		{Name: "redis-store-redis_rate", Label: "redis_rate.Limiter.Allow (store call only)", Redis: true, Setup: setupRedisStoreRate},
 	}

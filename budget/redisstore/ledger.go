@@ -105,6 +105,14 @@ type Config struct {
 	// DefaultTimeout. A call that takes longer returns an error wrapping
 	// context.DeadlineExceeded rather than keep the request waiting.
 	Timeout time.Duration
+	// Unbatched sends each call as a command of its own. By default, calls
+	// made at the same time go together through the client's asynchronous
+	// autopipeliner (redis.UniversalClient.AsyncAutoPipeline, tuned by
+	// redis.Options.AutoPipelineOptions): one write and one read on one
+	// connection for many calls. Each call is still one script run, and
+	// waits for its batch no longer than its Timeout. A redis.Ring has no
+	// autopipeliner and is always unbatched.
+	Unbatched bool
 }
 
 // Ledger is a budget.Ledger whose budgets and holds live in Redis. It is
@@ -118,7 +126,7 @@ type Config struct {
 // budget.ErrUnknownHold if the first attempt went through.
 type Ledger struct {
 	call                                  rediscall.Caller
-	hold, extend, settle, release, report *redis.Script
+	hold, extend, settle, release, report *rediscall.Script
 	prefix                                string
 	now                                   func() time.Time
 	redisClock                            bool
@@ -151,7 +159,7 @@ func New(client redis.UniversalClient, cfg *Config) (*Ledger, error) {
 	if c.Timeout < 0 || c.HoldTTL < 0 || c.SettleGrace < 0 {
 		return nil, fmt.Errorf("redisstore: negative Timeout, HoldTTL or SettleGrace (%v, %v, %v)", c.Timeout, c.HoldTTL, c.SettleGrace)
 	}
-	call, err := rediscall.New(client, c.Timeout)
+	call, err := rediscall.New(client, rediscall.Options{Timeout: c.Timeout, Unbatched: c.Unbatched})
 	if err != nil {
 		return nil, err
 	}
@@ -166,11 +174,11 @@ func New(client redis.UniversalClient, cfg *Config) (*Ledger, error) {
 	}
 	l := &Ledger{
 		call:       call,
-		hold:       redis.NewScript(commonLua + holdLua),
-		extend:     redis.NewScript(commonLua + extendLua),
-		settle:     redis.NewScript(commonLua + settleLua),
-		release:    redis.NewScript(commonLua + releaseLua),
-		report:     redis.NewScript(commonLua + balanceLua),
+		hold:       rediscall.NewScript(commonLua + holdLua),
+		extend:     rediscall.NewScript(commonLua + extendLua),
+		settle:     rediscall.NewScript(commonLua + settleLua),
+		release:    rediscall.NewScript(commonLua + releaseLua),
+		report:     rediscall.NewScript(commonLua + balanceLua),
 		prefix:     prefix,
 		now:        c.Now,
 		redisClock: c.Now == nil,
@@ -424,7 +432,7 @@ func ints(res []any, n int) ([]int64, error) {
 }
 
 // run runs a script that returns an array, within the Ledger's Timeout.
-func (l *Ledger) run(ctx context.Context, op string, s *redis.Script, keys []string, args []any) ([]any, error) {
+func (l *Ledger) run(ctx context.Context, op string, s *rediscall.Script, keys []string, args []any) ([]any, error) {
 	v, err := l.call.Run(ctx, op, s, keys, args...)
 	if err != nil {
 		return nil, err

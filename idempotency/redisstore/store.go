@@ -54,6 +54,14 @@ type Config struct {
 	// wrapping context.DeadlineExceeded rather than keep the request
 	// waiting.
 	Timeout time.Duration
+	// Unbatched sends each operation as a command of its own. By default,
+	// operations made at the same time go together through the client's
+	// asynchronous autopipeliner (redis.UniversalClient.AsyncAutoPipeline,
+	// tuned by redis.Options.AutoPipelineOptions): one write and one read
+	// on one connection for many operations. Each operation is still one
+	// script run, and waits for its batch no longer than its Timeout. A
+	// redis.Ring has no autopipeliner and is always unbatched.
+	Unbatched bool
 	// Now, if set, is the clock entries expire by, to the millisecond. The
 	// default, nil, leaves expiry to Redis alone (PEXPIRE), on the Redis
 	// server's clock, which every instance shares. With Now set, each entry
@@ -73,7 +81,7 @@ type Config struct {
 // share entries through one Redis deployment (with the same Prefix).
 type Store struct {
 	call   rediscall.Caller
-	script *redis.Script
+	script *rediscall.Script
 	prefix string
 	now    func() time.Time
 	// Tokens are this Store's random prefix and a counter: unique across
@@ -104,13 +112,13 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	call, err := rediscall.New(client, c.Timeout)
+	call, err := rediscall.New(client, rediscall.Options{Timeout: c.Timeout, Unbatched: c.Unbatched})
 	if err != nil {
 		return nil, err
 	}
 	return &Store{
 		call:        call,
-		script:      redis.NewScript(scriptLua),
+		script:      rediscall.NewScript(scriptLua),
 		prefix:      prefix,
 		now:         c.Now,
 		tokenPrefix: rand.Text()[:16] + ".",

@@ -3,11 +3,15 @@
 // and checks the settings those stores share.
 //
 // A Caller bounds every call by its Timeout, round trip included, or by the
-// caller's context when that ends sooner. When the client aborts I/O at a
-// context's deadline (ContextTimeoutEnabled) the call runs in place;
-// otherwise it runs on a goroutine of its own, which the Caller stops
-// waiting for at the deadline and leaves to finish in the background, so
-// that the Timeout holds either way.
+// caller's context when that ends sooner. By default it sends its commands
+// through the client's asynchronous autopipeliner
+// (redis.UniversalClient.AsyncAutoPipeline), so that calls made at the same
+// time share one write and one read on one connection, and waits for its
+// command's batch only until the deadline. Without batching, a call runs in
+// place when the client aborts I/O at a context's deadline
+// (ContextTimeoutEnabled), and otherwise on a goroutine of its own, which
+// the Caller stops waiting for at the deadline and leaves to finish in the
+// background, so that the Timeout holds either way.
 package rediscall
 
 import (
@@ -22,32 +26,76 @@ import (
 // DefaultTimeout bounds each call when New is given a Timeout of 0.
 const DefaultTimeout = 100 * time.Millisecond
 
+// Script is a Lua script a Caller runs: sent as EVALSHA with its SHA-1,
+// and as EVAL with its source when Redis does not have it cached.
+type Script struct {
+	src, hash string
+}
+
+// NewScript returns the Script of src.
+func NewScript(src string) *Script {
+	return &Script{src: src, hash: redis.NewScript(src).Hash()}
+}
+
+// Hash is the script's SHA-1, in hex, as EVALSHA takes it.
+func (s *Script) Hash() string { return s.hash }
+
+// Options configures a Caller.
+type Options struct {
+	// Timeout bounds each call; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// Unbatched sends every call as a command of its own, on a connection
+	// of its own, instead of through the client's autopipeliner.
+	Unbatched bool
+}
+
 // Caller runs scripts on one client, each within the same Timeout. It is
 // safe for concurrent use; its zero value is not usable, use New.
 type Caller struct {
-	client  redis.UniversalClient
+	client redis.UniversalClient
+	// pipe is the client's asynchronous autopipeliner, or nil when calls
+	// are sent unbatched: by Options, or because the client has none (a
+	// Ring).
+	pipe    *redis.AutoPipeliner
 	timeout time.Duration
 	// honoursDeadlines is true when the client aborts I/O at the context's
-	// deadline (ContextTimeoutEnabled); otherwise each call runs on its own
-	// goroutine so that the Timeout still holds.
+	// deadline (ContextTimeoutEnabled); otherwise each unbatched call runs
+	// on its own goroutine so that the Timeout still holds.
 	honoursDeadlines bool
 }
 
-// New returns a Caller of client whose calls last at most timeout, or
-// DefaultTimeout when timeout is 0. It fails, with an error starting
-// "redisstore: ", when client is nil or timeout is negative.
-func New(client redis.UniversalClient, timeout time.Duration) (Caller, error) {
+// New returns a Caller of client configured by o. It fails, with an error
+// starting "redisstore: ", when client is nil, the Timeout is negative, or
+// the client's autopipeliner cannot be made (its
+// redis.Options.AutoPipelineOptions are invalid). A client without one, a
+// redis.Ring, is called unbatched.
+func New(client redis.UniversalClient, o Options) (Caller, error) {
 	if client == nil {
 		return Caller{}, errors.New("redisstore: nil client")
 	}
-	if timeout < 0 {
-		return Caller{}, fmt.Errorf("redisstore: negative Timeout %v", timeout)
+	if o.Timeout < 0 {
+		return Caller{}, fmt.Errorf("redisstore: negative Timeout %v", o.Timeout)
 	}
-	if timeout == 0 {
-		timeout = DefaultTimeout
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
 	}
-	return Caller{client: client, timeout: timeout, honoursDeadlines: honoursDeadlines(client)}, nil
+	c := Caller{client: client, timeout: o.Timeout, honoursDeadlines: honoursDeadlines(client)}
+	if !o.Unbatched {
+		pipe, err := client.AsyncAutoPipeline()
+		switch {
+		case errors.Is(err, redis.ErrRingAutoPipelineUnsupported):
+		case err != nil:
+			return Caller{}, fmt.Errorf("redisstore: batching calls: %w", err)
+		default:
+			c.pipe = pipe
+		}
+	}
+	return c, nil
 }
+
+// Batched reports whether the Caller sends its calls through the client's
+// autopipeliner.
+func (c *Caller) Batched() bool { return c.pipe != nil }
 
 // honoursDeadlines reports whether client aborts I/O at a context's
 // deadline. Clients it does not know are assumed not to.
@@ -71,14 +119,14 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 // deadline or cancellation of the context ended the call, the error wraps
 // the context's error too (context.DeadlineExceeded, context.Canceled), even
 // where go-redis reports it as a network timeout.
-func (c *Caller) Run(ctx context.Context, op string, s *redis.Script, keys []string, args ...any) (any, error) {
-	return run(ctx, c, op, s, redis.NewCmd, (*redis.Cmd).Result, evalSHAArgs(s, keys, args), len(keys))
+func (c *Caller) Run(ctx context.Context, op string, s *Script, keys []string, args ...any) (any, error) {
+	return run(ctx, c, op, s, redis.NewCmd, keys, args)
 }
 
 // Int64s is Run for a script that replies with an array of integers. The
 // reply is read straight into the slice it returns.
-func (c *Caller) Int64s(ctx context.Context, op string, s *redis.Script, keys []string, args ...any) ([]int64, error) {
-	return run(ctx, c, op, s, redis.NewIntSliceCmd, (*redis.Cmd).Int64Slice, evalSHAArgs(s, keys, args), len(keys))
+func (c *Caller) Int64s(ctx context.Context, op string, s *Script, keys []string, args ...any) ([]int64, error) {
+	return run(ctx, c, op, s, redis.NewIntSliceCmd, keys, args)
 }
 
 // replyCmd is a go-redis command that reads its reply as a T.
@@ -93,35 +141,37 @@ type result[T any] struct {
 	err error
 }
 
-// evalSHAArgs returns the arguments of EVALSHA for s on keys with args. It
-// copies both, so that the slices the caller passed do not outlive the call
-// and can stay on its stack.
-func evalSHAArgs(s *redis.Script, keys []string, args []any) []any {
+// evalArgs returns the arguments of EVALSHA for s (or, with source, of
+// EVAL) on keys with args. It copies both, so that the slices the caller
+// passed do not outlive the call and can stay on its stack.
+func evalArgs(s *Script, source bool, keys []string, args []any) []any {
 	cmdArgs := make([]any, 3, 3+len(keys)+len(args))
-	cmdArgs[0], cmdArgs[1], cmdArgs[2] = "evalsha", s.Hash(), len(keys)
+	cmdArgs[0], cmdArgs[1], cmdArgs[2] = "evalsha", s.hash, len(keys)
+	if source {
+		cmdArgs[0], cmdArgs[1] = "eval", s.src
+	}
 	for _, k := range keys {
 		cmdArgs = append(cmdArgs, k)
 	}
 	return append(cmdArgs, args...)
 }
 
-// run runs s within c's Timeout: cmdArgs (from evalSHAArgs, with nkeys
-// keys) as a command made by newCmd, which reads the reply as a T, and on
-// NOSCRIPT an EVAL read by fallback.
-func run[T any, C replyCmd[T]](ctx context.Context, c *Caller, op string, s *redis.Script,
-	newCmd func(context.Context, ...any) C, fallback func(*redis.Cmd) (T, error), cmdArgs []any, nkeys int) (T, error) {
+// run runs s within c's Timeout, as commands made by newCmd, which read the
+// reply as a T.
+func run[T any, C replyCmd[T]](ctx context.Context, c *Caller, op string, s *Script,
+	newCmd func(context.Context, ...any) C, keys []string, args []any) (T, error) {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	var (
 		v   T
 		err error
 	)
-	if c.honoursDeadlines {
-		v, err = evalSHA(ctx, c.client, s, newCmd, fallback, cmdArgs, nkeys)
+	if c.pipe != nil || c.honoursDeadlines {
+		v, err = eval(ctx, c, s, newCmd, keys, args)
 	} else {
 		done := make(chan result[T], 1)
 		go func() {
-			v, err := evalSHA(ctx, c.client, s, newCmd, fallback, cmdArgs, nkeys)
+			v, err := eval(ctx, c, s, newCmd, keys, args)
 			done <- result[T]{v, err}
 		}()
 		select {
@@ -152,22 +202,35 @@ func (c *Caller) bound(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, c.timeout)
 }
 
-// evalSHA sends cmdArgs (from evalSHAArgs) as one command, and the script
-// itself by EVAL if Redis answers NOSCRIPT (its script cache was flushed, or
-// it restarted).
-func evalSHA[T any, C replyCmd[T]](ctx context.Context, client redis.UniversalClient, s *redis.Script,
-	newCmd func(context.Context, ...any) C, fallback func(*redis.Cmd) (T, error), cmdArgs []any, nkeys int) (T, error) {
+// eval sends s by EVALSHA, and by EVAL if Redis answers NOSCRIPT (its
+// script cache was flushed, or it restarted).
+func eval[T any, C replyCmd[T]](ctx context.Context, c *Caller, s *Script,
+	newCmd func(context.Context, ...any) C, keys []string, args []any) (T, error) {
+	v, err := process(ctx, c, newCmd, evalArgs(s, false, keys, args), len(keys))
+	// (HasErrorPrefix allocates even for a nil error.)
+	if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return v, err
+	}
+	return process(ctx, c, newCmd, evalArgs(s, true, keys, args), len(keys))
+}
+
+// process sends one command and reads its reply: through c's autopipeliner,
+// waiting for the command's batch until ctx ends, or on a connection of its
+// own.
+func process[T any, C replyCmd[T]](ctx context.Context, c *Caller,
+	newCmd func(context.Context, ...any) C, cmdArgs []any, nkeys int) (T, error) {
 	cmd := newCmd(ctx, cmdArgs...)
 	if nkeys > 0 {
 		cmd.SetFirstKeyPos(3) // for Redis Cluster, as go-redis's EvalSha does
 	}
-	// (HasErrorPrefix allocates even for a nil error.)
-	if err := client.Process(ctx, cmd); err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+	if c.pipe == nil {
+		_ = c.client.Process(ctx, cmd) // the error is the command's
 		return cmd.Result()
 	}
-	keys := make([]string, nkeys)
-	for i := range keys {
-		keys[i] = cmdArgs[3+i].(string)
+	if err := c.pipe.Submit(ctx, cmd).WaitContext(ctx); ctx.Err() != nil && err == ctx.Err() {
+		// The batch is still in flight and may write cmd at any moment.
+		var zero T
+		return zero, err
 	}
-	return fallback(s.Eval(ctx, client, keys, cmdArgs[3+nkeys:]...))
+	return cmd.Result()
 }

@@ -22,7 +22,7 @@ func TestCallerKnowsWhichClientsHonourDeadlines(t *testing.T) {
 		{"Ring", redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, ContextTimeoutEnabled: true}), true},
 		{"Ring without", redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}}), false},
 	} {
-		call, err := New(c.client, 0)
+		call, err := New(c.client, Options{})
 		c.client.Close()
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
@@ -37,12 +37,12 @@ func TestCallerKnowsWhichClientsHonourDeadlines(t *testing.T) {
 }
 
 func TestNewRejectsANilClientAndANegativeTimeout(t *testing.T) {
-	if _, err := New(nil, 0); err == nil {
+	if _, err := New(nil, Options{}); err == nil {
 		t.Error("New accepted a nil client")
 	}
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer client.Close()
-	if _, err := New(client, -1); err == nil {
+	if _, err := New(client, Options{Timeout: -1}); err == nil {
 		t.Error("New accepted a negative Timeout")
 	}
 }
@@ -64,7 +64,7 @@ func TestPrefixDefaultsAndRejectsBraces(t *testing.T) {
 func TestCallerKeepsAnEarlierDeadlineAndBoundsTheRest(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer client.Close()
-	call, err := New(client, time.Second)
+	call, err := New(client, Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,5 +90,44 @@ func TestCallerKeepsAnEarlierDeadlineAndBoundsTheRest(t *testing.T) {
 		if !errors.Is(got.Err(), context.Canceled) {
 			t.Errorf("%s: cancel did not cancel the bounded context", name)
 		}
+	}
+}
+
+func TestCallerBatchesUnlessToldNotToOrTheClientCannot(t *testing.T) {
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	for _, c := range []struct {
+		name   string
+		client redis.UniversalClient
+		o      Options
+		want   bool
+	}{
+		{"Client", redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), Options{}, true},
+		{"Client, Unbatched", redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), Options{Unbatched: true}, false},
+		{"ClusterClient", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}}), Options{}, true},
+		{"Ring", ring, Options{}, false},
+	} {
+		call, err := New(c.client, c.o)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if call.Batched() != c.want {
+			t.Errorf("%s: Batched() = %v, want %v", c.name, call.Batched(), c.want)
+		}
+		c.client.Close()
+	}
+}
+
+func TestNewRejectsInvalidAutoPipelineOptions(t *testing.T) {
+	// MaxConcurrentBatches above 1 gives up ordering, which go-redis
+	// accepts only with Unordered.
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1",
+		AutoPipelineOptions: &redis.AutoPipelineOptions{MaxConcurrentBatches: 4}})
+	defer client.Close()
+	if _, err := New(client, Options{}); err == nil {
+		t.Error("New accepted a client whose autopipeliner cannot be made")
+	}
+	if _, err := New(client, Options{Unbatched: true}); err != nil {
+		t.Errorf("New, unbatched: %v", err)
 	}
 }

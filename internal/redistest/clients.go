@@ -31,13 +31,18 @@ func Unreachable(tb testing.TB) *redis.Client {
 }
 
 // CommandCounter is a redis.Hook that counts the commands a client sends,
-// each command of a pipeline included. Add it with the client's AddHook.
-type CommandCounter struct{ n atomic.Int64 }
+// each command of a pipeline included, and the round trips it sends them
+// in: one per command sent alone, one per pipeline. Add it with the
+// client's AddHook.
+type CommandCounter struct{ n, trips atomic.Int64 }
 
 var _ redis.Hook = (*CommandCounter)(nil)
 
 // Count returns how many commands have been sent so far.
 func (h *CommandCounter) Count() int64 { return h.n.Load() }
+
+// RoundTrips returns how many round trips the commands took so far.
+func (h *CommandCounter) RoundTrips() int64 { return h.trips.Load() }
 
 // DialHook implements redis.Hook; it counts nothing.
 func (h *CommandCounter) DialHook(next redis.DialHook) redis.DialHook {
@@ -50,6 +55,7 @@ func (h *CommandCounter) DialHook(next redis.DialHook) redis.DialHook {
 func (h *CommandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.n.Add(1)
+		h.trips.Add(1)
 		return next(ctx, cmd)
 	}
 }
@@ -58,6 +64,7 @@ func (h *CommandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *CommandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		h.n.Add(int64(len(cmds)))
+		h.trips.Add(1)
 		return next(ctx, cmds)
 	}
 }

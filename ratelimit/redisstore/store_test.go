@@ -230,7 +230,20 @@ func TestStoreKeysUseHashTags(t *testing.T) {
 	}
 }
 
+// batching names the two ways a Store sends its decisions, for tests
+// that run in both.
+var batching = []struct {
+	name      string
+	unbatched bool
+}{{"batched", false}, {"unbatched", true}}
+
 func TestRedisExactAcrossInstances(t *testing.T) {
+	for _, b := range batching {
+		t.Run(b.name, func(t *testing.T) { testRedisExactAcrossInstances(t, b.unbatched) })
+	}
+}
+
+func testRedisExactAcrossInstances(t *testing.T, unbatched bool) {
 	redisServer.Ready(t)
 	key := redisServer.KeyPrefix(t) + "hot"
 	p := ratelimit.PerSecond(200).WithBurst(20) // one unit every 5ms
@@ -247,7 +260,7 @@ func TestRedisExactAcrossInstances(t *testing.T) {
 			wg.Go(func() { client.Ping(ctx) })
 		}
 		wg.Wait()
-		stores = append(stores, newStore(t, client, &redisstore.Config{Timeout: redistest.SlowTimeout}))
+		stores = append(stores, newStore(t, client, &redisstore.Config{Timeout: redistest.SlowTimeout, Unbatched: unbatched}))
 	}
 	admin := redisServer.Client(t)
 
@@ -316,8 +329,14 @@ func TestRedisExactAcrossInstances(t *testing.T) {
 }
 
 func TestStoreFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
+	for _, b := range batching {
+		t.Run(b.name, func(t *testing.T) { testStoreFailsFastWhileRedisIsDownAndRecovers(t, b.unbatched) })
+	}
+}
+
+func testStoreFailsFastWhileRedisIsDownAndRecovers(t *testing.T, unbatched bool) {
 	srv := redistest.Start(t)
-	store := newStore(t, srv.ClientWithDefaults(t, true), &redisstore.Config{Timeout: redistest.OutageTimeout})
+	store := newStore(t, srv.ClientWithDefaults(t, true), &redisstore.Config{Timeout: redistest.OutageTimeout, Unbatched: unbatched})
 	ctx := context.Background()
 	p := ratelimit.PerSecond(100)
 	if _, err := store.Allow(ctx, "k", p, 1); err != nil {
@@ -348,19 +367,21 @@ func TestStoreFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
 
 func TestStoreFailsFastWhileRedisHangs(t *testing.T) {
 	srv := redistest.Start(t)
-	for _, ctxTimeouts := range []bool{true, false} {
-		store := newStore(t, srv.ClientWithDefaults(t, ctxTimeouts), &redisstore.Config{Timeout: redistest.OutageTimeout})
-		ctx := context.Background()
-		p := ratelimit.PerSecond(100)
-		if _, err := store.Allow(ctx, "k", p, 1); err != nil {
-			t.Fatal(err)
-		}
-		srv.WhilePaused(t, func() {
-			redistest.TimesOutWhileHung(t, fmt.Sprintf("ContextTimeoutEnabled=%v", ctxTimeouts), redistest.OutageTimeout, func() error {
-				_, err := store.Allow(ctx, "k", p, 1)
-				return err
+	for _, b := range batching {
+		for _, ctxTimeouts := range []bool{true, false} {
+			store := newStore(t, srv.ClientWithDefaults(t, ctxTimeouts), &redisstore.Config{Timeout: redistest.OutageTimeout, Unbatched: b.unbatched})
+			ctx := context.Background()
+			p := ratelimit.PerSecond(100)
+			if _, err := store.Allow(ctx, "k", p, 1); err != nil {
+				t.Fatal(err)
+			}
+			srv.WhilePaused(t, func() {
+				redistest.TimesOutWhileHung(t, fmt.Sprintf("%s, ContextTimeoutEnabled=%v", b.name, ctxTimeouts), redistest.OutageTimeout, func() error {
+					_, err := store.Allow(ctx, "k", p, 1)
+					return err
+				})
 			})
-		})
+		}
 	}
 }
 
@@ -368,52 +389,113 @@ func TestStoreFailsFastWhileRedisHangs(t *testing.T) {
 // store's Timeout bounds the call, with or without ContextTimeoutEnabled.
 func TestStoreStopsAtTheCallersEarlierDeadline(t *testing.T) {
 	srv := redistest.Start(t)
-	for _, ctxTimeouts := range []bool{true, false} {
-		store := newStore(t, srv.ClientWithDefaults(t, ctxTimeouts), &redisstore.Config{Timeout: redistest.SlowTimeout})
-		p := ratelimit.PerSecond(100)
-		if _, err := store.Allow(context.Background(), "k", p, 1); err != nil {
-			t.Fatal(err)
-		}
-		srv.WhilePaused(t, func() {
-			redistest.TimesOutWhileHung(t, fmt.Sprintf("ContextTimeoutEnabled=%v", ctxTimeouts), redistest.OutageTimeout, func() error {
-				ctx, cancel := context.WithTimeout(context.Background(), redistest.OutageTimeout)
-				defer cancel()
-				_, err := store.Allow(ctx, "k", p, 1)
-				return err
+	for _, b := range batching {
+		for _, ctxTimeouts := range []bool{true, false} {
+			store := newStore(t, srv.ClientWithDefaults(t, ctxTimeouts), &redisstore.Config{Timeout: redistest.SlowTimeout, Unbatched: b.unbatched})
+			p := ratelimit.PerSecond(100)
+			if _, err := store.Allow(context.Background(), "k", p, 1); err != nil {
+				t.Fatal(err)
+			}
+			srv.WhilePaused(t, func() {
+				redistest.TimesOutWhileHung(t, fmt.Sprintf("%s, ContextTimeoutEnabled=%v", b.name, ctxTimeouts), redistest.OutageTimeout, func() error {
+					ctx, cancel := context.WithTimeout(context.Background(), redistest.OutageTimeout)
+					defer cancel()
+					_, err := store.Allow(ctx, "k", p, 1)
+					return err
+				})
 			})
-		})
+		}
 	}
 }
 
 func TestStoreHonoursTheCallersDeadline(t *testing.T) {
 	client := redisServer.Client(t)
-	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := store.Allow(ctx, "k", ratelimit.PerSecond(1), 1); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Allow with a cancelled context: err = %v, want context.Canceled", err)
+	for _, b := range batching {
+		store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Unbatched: b.unbatched})
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := store.Allow(ctx, "k", ratelimit.PerSecond(1), 1); !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: Allow with a cancelled context: err = %v, want context.Canceled", b.name, err)
+		}
 	}
 }
 
 func TestStoreDecidesInOneRoundTrip(t *testing.T) {
-	client := redisServer.ClientWithDefaults(t, true)
-	hook := &redistest.CommandCounter{}
-	client.AddHook(hook)
-	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
-	ctx := context.Background()
-	p := ratelimit.PerMinute(100)
-	store.Allow(ctx, "k", p, 1) // may load the script: EVALSHA, NOSCRIPT, EVAL
-	before := hook.Count()
-	for range 50 {
-		if _, err := store.Allow(ctx, "k", p, 1); err != nil {
-			t.Fatal(err)
+	for _, b := range batching {
+		client := redisServer.ClientWithDefaults(t, true)
+		hook := &redistest.CommandCounter{}
+		client.AddHook(hook)
+		store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Unbatched: b.unbatched})
+		ctx := context.Background()
+		p := ratelimit.PerMinute(100)
+		store.Allow(ctx, "k", p, 1) // may load the script: EVALSHA, NOSCRIPT, EVAL
+		commands, trips := hook.Count(), hook.RoundTrips()
+		for range 50 {
+			if _, err := store.Allow(ctx, "k", p, 1); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := store.Charge(ctx, "k", p, 1); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if _, err := store.Charge(ctx, "k", p, 1); err != nil {
-			t.Fatal(err)
+		if n := hook.Count() - commands; n != 100 {
+			t.Errorf("%s: 100 decisions sent %d commands, want 100", b.name, n)
+		}
+		if n := hook.RoundTrips() - trips; n != 100 {
+			t.Errorf("%s: 100 decisions, one after another, took %d round trips, want 100", b.name, n)
 		}
 	}
-	if n := hook.Count() - before; n != 100 {
-		t.Fatalf("100 decisions sent %d commands, want 100", n)
+}
+
+// TestConcurrentDecisionsShareRoundTrips: decisions made at the same time
+// go to Redis together, each still one command; unbatched, each takes a
+// round trip of its own.
+func TestConcurrentDecisionsShareRoundTrips(t *testing.T) {
+	const goroutines, each = 64, 50
+	for _, b := range batching {
+		client := redisServer.ClientWithDefaults(t, true)
+		hook := &redistest.CommandCounter{}
+		client.AddHook(hook)
+		store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Unbatched: b.unbatched, Timeout: redistest.SlowTimeout})
+		ctx := context.Background()
+		p := ratelimit.PerMinute(1_000_000)
+		var allowed atomic.Int64
+		run := func() {
+			var wg sync.WaitGroup
+			for g := range goroutines {
+				wg.Go(func() {
+					for i := range each {
+						d, err := store.Allow(ctx, fmt.Sprintf("k%d", (g*each+i)%97), p, 1)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if d.Allowed {
+							allowed.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+		}
+		// The first run loads the script and opens the connections, which
+		// sends commands of its own; the second is counted.
+		run()
+		allowed.Store(0)
+		commands, trips := hook.Count(), hook.RoundTrips()
+		run()
+		const decisions = goroutines * each
+		n, rt := hook.Count()-commands, hook.RoundTrips()-trips
+		t.Logf("%s: %d decisions, %d commands, %d round trips", b.name, decisions, n, rt)
+		if n != decisions || allowed.Load() != decisions {
+			t.Errorf("%s: %d decisions sent %d commands and were allowed %d times, want %d of each", b.name, decisions, n, allowed.Load(), decisions)
+		}
+		switch {
+		case b.unbatched && rt != decisions:
+			t.Errorf("unbatched: %d decisions took %d round trips, want one each", decisions, rt)
+		case !b.unbatched && rt > decisions/2:
+			t.Errorf("batched: %d decisions from %d goroutines took %d round trips, want them shared", decisions, goroutines, rt)
+		}
 	}
 }
 
