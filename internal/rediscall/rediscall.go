@@ -7,17 +7,23 @@
 // through the client's asynchronous autopipeliner
 // (redis.UniversalClient.AsyncAutoPipeline), so that calls made at the same
 // time share one write and one read on one connection, and waits for its
-// command's batch only until the deadline. Without batching, a call runs in
-// place when the client aborts I/O at a context's deadline
-// (ContextTimeoutEnabled), and otherwise on a goroutine of its own, which
-// the Caller stops waiting for at the deadline and leaves to finish in the
-// background, so that the Timeout holds either way.
+// command's batch only until the deadline. A batch ends only when Redis
+// answers or the client's ReadTimeout passes, and later batches queue
+// behind it; so once a call's batch outlives its deadline, calls go
+// unbatched until that batch has ended, and a connection that stopped
+// answering holds up only the calls already in its batch.
+//
+// Unbatched, a call runs in place when the client aborts I/O at a
+// context's deadline (ContextTimeoutEnabled), and otherwise on a goroutine
+// of its own, which the Caller stops waiting for at the deadline and leaves
+// to finish in the background, so that the Timeout holds either way.
 package rediscall
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,7 +62,10 @@ type Caller struct {
 	// pipe is the client's asynchronous autopipeliner, or nil when calls
 	// are sent unbatched: by Options, or because the client has none (a
 	// Ring).
-	pipe    *redis.AutoPipeliner
+	pipe *redis.AutoPipeliner
+	// stalled is the latest command whose batch outlived its caller's
+	// deadline, while that batch has not ended: calls go unbatched then.
+	stalled *atomic.Pointer[redis.AutoFuture]
 	timeout time.Duration
 	// honoursDeadlines is true when the client aborts I/O at the context's
 	// deadline (ContextTimeoutEnabled); otherwise each unbatched call runs
@@ -87,7 +96,7 @@ func New(client redis.UniversalClient, o Options) (Caller, error) {
 		case err != nil:
 			return Caller{}, fmt.Errorf("redisstore: batching calls: %w", err)
 		default:
-			c.pipe = pipe
+			c.pipe, c.stalled = pipe, new(atomic.Pointer[redis.AutoFuture])
 		}
 	}
 	return c, nil
@@ -96,6 +105,32 @@ func New(client redis.UniversalClient, o Options) (Caller, error) {
 // Batched reports whether the Caller sends its calls through the client's
 // autopipeliner.
 func (c *Caller) Batched() bool { return c.pipe != nil }
+
+// batching reports whether a call now goes through the autopipeliner: when
+// the Caller batches and no batch that outlived a deadline is still going.
+func (c *Caller) batching() bool {
+	if c.pipe == nil {
+		return false
+	}
+	f := c.stalled.Load()
+	if f == nil {
+		return true
+	}
+	// A future's wait with a context already ended returns that context's
+	// error only while the command's batch is still going.
+	if f.WaitContext(ended) == ended.Err() {
+		return false
+	}
+	c.stalled.CompareAndSwap(f, nil)
+	return true
+}
+
+// ended is a context that has ended.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // honoursDeadlines reports whether client aborts I/O at a context's
 // deadline. Clients it does not know are assumed not to.
@@ -166,12 +201,13 @@ func run[T any, C replyCmd[T]](ctx context.Context, c *Caller, op string, s *Scr
 		v   T
 		err error
 	)
-	if c.pipe != nil || c.honoursDeadlines {
-		v, err = eval(ctx, c, s, newCmd, keys, args)
+	batched := c.batching()
+	if batched || c.honoursDeadlines {
+		v, err = eval(ctx, c, batched, s, newCmd, keys, args)
 	} else {
 		done := make(chan result[T], 1)
 		go func() {
-			v, err := eval(ctx, c, s, newCmd, keys, args)
+			v, err := eval(ctx, c, false, s, newCmd, keys, args)
 			done <- result[T]{v, err}
 		}()
 		select {
@@ -203,32 +239,38 @@ func (c *Caller) bound(ctx context.Context) (context.Context, context.CancelFunc
 }
 
 // eval sends s by EVALSHA, and by EVAL if Redis answers NOSCRIPT (its
-// script cache was flushed, or it restarted).
-func eval[T any, C replyCmd[T]](ctx context.Context, c *Caller, s *Script,
+// script cache was flushed, or it restarted): batched or not.
+func eval[T any, C replyCmd[T]](ctx context.Context, c *Caller, batched bool, s *Script,
 	newCmd func(context.Context, ...any) C, keys []string, args []any) (T, error) {
-	v, err := process(ctx, c, newCmd, evalArgs(s, false, keys, args), len(keys))
+	v, err := process(ctx, c, batched, newCmd, evalArgs(s, false, keys, args), len(keys))
 	// (HasErrorPrefix allocates even for a nil error.)
 	if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
 		return v, err
 	}
-	return process(ctx, c, newCmd, evalArgs(s, true, keys, args), len(keys))
+	return process(ctx, c, batched, newCmd, evalArgs(s, true, keys, args), len(keys))
 }
 
-// process sends one command and reads its reply: through c's autopipeliner,
-// waiting for the command's batch until ctx ends, or on a connection of its
-// own.
-func process[T any, C replyCmd[T]](ctx context.Context, c *Caller,
+// process sends one command and reads its reply: batched, through c's
+// autopipeliner, waiting for the command's batch until ctx ends; or on a
+// connection of its own.
+func process[T any, C replyCmd[T]](ctx context.Context, c *Caller, batched bool,
 	newCmd func(context.Context, ...any) C, cmdArgs []any, nkeys int) (T, error) {
 	cmd := newCmd(ctx, cmdArgs...)
 	if nkeys > 0 {
 		cmd.SetFirstKeyPos(3) // for Redis Cluster, as go-redis's EvalSha does
 	}
-	if c.pipe == nil {
+	if !batched {
 		_ = c.client.Process(ctx, cmd) // the error is the command's
 		return cmd.Result()
 	}
-	if err := c.pipe.Submit(ctx, cmd).WaitContext(ctx); ctx.Err() != nil && err == ctx.Err() {
-		// The batch is still in flight and may write cmd at any moment.
+	f := c.pipe.Submit(ctx, cmd)
+	if err := f.WaitContext(ctx); ctx.Err() != nil && err == ctx.Err() {
+		// The batch is still going and may write cmd at any moment. If it
+		// outlived the deadline, it may be stuck on a connection that
+		// stopped answering: the next calls go unbatched until it ends.
+		if err == context.DeadlineExceeded {
+			c.stalled.Store(&f)
+		}
 		var zero T
 		return zero, err
 	}

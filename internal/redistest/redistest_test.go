@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/gatekit/gatekit/internal/redistest"
 )
 
@@ -103,5 +105,31 @@ func TestRestartAndRetryReturnsOnceTheServerAnswers(t *testing.T) {
 	})
 	if calls == 0 {
 		t.Fatal("call never made")
+	}
+}
+
+func TestProxyForwardsAndDrops(t *testing.T) {
+	srv := redistest.New()
+	defer srv.Close()
+	proxy := srv.Proxy(t)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	defer client.Close()
+	ctx := context.Background()
+	if err := client.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the proxy: %v", err)
+	}
+	proxy.Drop()
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := client.WithTimeout(100 * time.Millisecond).Ping(short).Err(); err == nil {
+		t.Fatal("PING answered while the proxy dropped everything")
+	}
+	proxy.Forward()
+	// The connection that lost its reply is discarded; a new one works.
+	deadline := time.Now().Add(2 * time.Second)
+	for client.Ping(ctx).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no PING answer 2s after the proxy forwarded again")
+		}
 	}
 }

@@ -381,6 +381,52 @@ func TestStoreFailsFastWhileRedisHangs(t *testing.T) {
 					return err
 				})
 			})
+			// Redis answers what it was sent while it hung, and the store
+			// decides again at once, not after go-redis's ReadTimeout.
+			start := time.Now()
+			if _, err := store.Allow(ctx, "k", p, 1); err != nil {
+				t.Errorf("%s, ContextTimeoutEnabled=%v: first decision after Redis came back: %v", b.name, ctxTimeouts, err)
+			} else if took := time.Since(start); took > redistest.Slack {
+				t.Errorf("%s, ContextTimeoutEnabled=%v: first decision after Redis came back took %v", b.name, ctxTimeouts, took)
+			}
+		}
+	}
+}
+
+// TestStoreRecoversAtOnceWhenAConnectionStopsAnswering: a decision sent
+// while the network dropped everything times out, and the next ones, once
+// it forwards again, are decided at once, batched or not: not after the
+// client's ReadTimeout, which alone ends a batch stuck on a connection
+// whose reply was lost.
+func TestStoreRecoversAtOnceWhenAConnectionStopsAnswering(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := srv.Proxy(t)
+	for _, b := range batching {
+		for _, ctxTimeouts := range []bool{true, false} {
+			what := fmt.Sprintf("%s, ContextTimeoutEnabled=%v", b.name, ctxTimeouts)
+			// A ReadTimeout of a second, not the default three, keeps the test short
+			// (closing the client waits for the stuck batch) and still far above
+			// redistest.Slack.
+			client := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: ctxTimeouts, ReadTimeout: time.Second})
+			t.Cleanup(func() { client.Close() })
+			store := newStore(t, client, &redisstore.Config{Timeout: redistest.OutageTimeout, Unbatched: b.unbatched})
+			ctx := context.Background()
+			p := ratelimit.PerSecond(1000)
+			if _, err := store.Allow(ctx, "k", p, 1); err != nil {
+				t.Fatal(err)
+			}
+			proxy.Drop()
+			redistest.TimesOutWhileHung(t, what, redistest.OutageTimeout, func() error {
+				_, err := store.Allow(ctx, "k", p, 1)
+				return err
+			})
+			proxy.Forward()
+			start := time.Now()
+			if _, err := store.Allow(ctx, "k", p, 1); err != nil {
+				t.Errorf("%s: first decision after the network came back: %v", what, err)
+			} else if took := time.Since(start); took > redistest.Slack {
+				t.Errorf("%s: first decision after the network came back took %v", what, took)
+			}
 		}
 	}
 }
