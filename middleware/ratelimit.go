@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -146,16 +147,20 @@ type rateLimiter struct {
 	// memory is the limiter when it is a Memory, which route entries ask
 	// through their limitref.Refs.
 	memory *ratelimit.Memory
+	// statics are the limits route entries share, with StaticLimits, by
+	// policies: a few per tier and route, however many principals there
+	// are. staticCount counts them, up to maxSharedLimits.
+	statics     sync.Map // limitsKey -> *staticLimits
+	staticCount atomic.Int64
 
 	failures storeFailureLog
 }
 
 // routeEntry is what a rate limiter keeps of a principal on a route: its
-// bucket keys and, with StaticLimits, its limits and their policy-only
-// header values, fixed once the entry is published; and, changed
-// atomically, its latest denial texts and its remembered denial. A
-// principal's entries form a list, newest first, that the principal
-// points to (see entryFor).
+// bucket keys and, with StaticLimits, its limits, fixed once the entry is
+// published; and, changed atomically, its latest denial texts and its
+// remembered denial. A principal's entries form a list, newest first, that
+// the principal points to (see entryFor).
 type routeEntry struct {
 	// owner is the principal the entries are of, and next the entry made
 	// before this one: both fixed before the entry is published.
@@ -168,20 +173,66 @@ type routeEntry struct {
 	keys          [2]string
 	// refs remember where a Memory limiter keeps the keys' buckets.
 	refs [2]limitref.Ref
-	// With StaticLimits: the limits, pointing at the entry's own copies of
-	// the policies, and their policy-only header values; all of it in the
-	// entry, so a request reads no memory elsewhere.
-	static  bool
-	limits  Limits
+	// static is the entry's limits, with StaticLimits; nil without.
+	static  *staticLimits
 	blocked atomic.Pointer[blockedEntry] // the request limit's remembered denial, if any
-	headers ratelimit.PolicyHeaders
-
-	requests, tokens ratelimit.Policy
 	// denials holds the last denial message per limit, which changes only
 	// when the seconds it tells the client to wait do.
 	denials [2]atomic.Pointer[denialText]
 	// counters are the entry's metric series, looked up once.
 	counters atomic.Pointer[entryCounters]
+}
+
+// staticLimits are limits as route entries keep them with StaticLimits:
+// pointing at its own copies of the policies, with their policy-only header
+// values formatted once. Entries with the same policies share one, which
+// stays in the processor's cache however many principals there are, and
+// which a new entry does not have to format again. It is immutable.
+type staticLimits struct {
+	requests, tokens ratelimit.Policy
+	limits           Limits
+	headers          *ratelimit.PolicyHeaders
+}
+
+// limitsKey is what staticLimits are shared by.
+type limitsKey struct {
+	requests, tokens       ratelimit.Policy
+	hasRequests, hasTokens bool
+}
+
+// maxSharedLimits bounds how many staticLimits a rate limiter shares.
+// Past it (a LimitsFor that gives many principals limits of their own),
+// new entries get limits of their own, freed with the entry.
+const maxSharedLimits = 4096
+
+// staticLimitsFor returns the staticLimits of lim, shared when it can be.
+func (rl *rateLimiter) staticLimitsFor(lim Limits) *staticLimits {
+	var k limitsKey
+	if lim.Requests != nil {
+		k.requests, k.hasRequests = *lim.Requests, true
+	}
+	if lim.Tokens != nil {
+		k.tokens, k.hasTokens = *lim.Tokens, true
+	}
+	if v, ok := rl.statics.Load(k); ok {
+		return v.(*staticLimits)
+	}
+	sl := &staticLimits{requests: k.requests, tokens: k.tokens}
+	if k.hasRequests {
+		sl.limits.Requests = &sl.requests
+	}
+	if k.hasTokens {
+		sl.limits.Tokens = &sl.tokens
+	}
+	sl.headers = ratelimit.NewPolicyHeaders(sl.limits.Requests, sl.limits.Tokens)
+	if rl.staticCount.Load() >= maxSharedLimits {
+		return sl
+	}
+	if v, loaded := rl.statics.LoadOrStore(k, sl); loaded {
+		return v.(*staticLimits)
+	}
+	rl.staticCount.Add(1)
+	return sl
 }
 
 // The limits of a route entry, as indexes of its keys and denials.
@@ -325,17 +376,18 @@ func (rl *rateLimiter) entryFor(c echo.Context, p *Principal, method, route stri
 	if e := head.find(rl, method, route); e != nil {
 		return e
 	}
-	e := &routeEntry{owner: p, rl: rl, method: method, route: route,
-		keys: [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}}
+	e := &routeEntry{owner: p, rl: rl, method: method, route: route}
 	if rl.cfg.StaticLimits {
-		lim := rl.cfg.LimitsFor(c, p)
-		e.static, e.headers = true, *ratelimit.NewPolicyHeaders(lim.Requests, lim.Tokens)
-		if lim.Requests != nil {
-			e.requests, e.limits.Requests = *lim.Requests, &e.requests
+		// Keys only for the limits the entry has.
+		e.static = rl.staticLimitsFor(rl.cfg.LimitsFor(c, p))
+		if e.static.limits.Requests != nil {
+			e.keys[limitRequests] = LimitKey(p.ID, method, route, false)
 		}
-		if lim.Tokens != nil {
-			e.tokens, e.limits.Tokens = *lim.Tokens, &e.tokens
+		if e.static.limits.Tokens != nil {
+			e.keys[limitTokens] = LimitKey(p.ID, method, route, true)
 		}
+	} else {
+		e.keys = [2]string{LimitKey(p.ID, method, route, false), LimitKey(p.ID, method, route, true)}
 	}
 	for {
 		e.next, e.depth = nil, 1
@@ -384,8 +436,10 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	route := c.Path()
 	method := c.Request().Method
 	entry := rl.entryFor(c, p, method, route)
-	lim := entry.limits
-	if !rl.cfg.StaticLimits {
+	var lim Limits
+	if entry.static != nil {
+		lim = entry.static.limits
+	} else {
 		lim = rl.cfg.LimitsFor(c, p)
 	}
 	if lim.Requests == nil && lim.Tokens == nil {
@@ -420,8 +474,8 @@ func (rl *rateLimiter) serve(c echo.Context, next echo.HandlerFunc) error {
 	if cc, ok := c.(*chainContext); ok {
 		st, space = &cc.state, &cc.state.headers
 	}
-	if entry.static {
-		entry.headers.Set(c.Response().Header(), reqPtr, tokPtr, space)
+	if entry.static != nil {
+		entry.static.headers.Set(c.Response().Header(), reqPtr, tokPtr, space)
 	} else {
 		ratelimit.SetHeadersWith(c.Response().Header(), reqPtr, tokPtr, space)
 	}

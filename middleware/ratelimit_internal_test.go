@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -158,11 +159,62 @@ func TestRouteEntriesArePublishedOncePerRoute(t *testing.T) {
 				t.Fatalf("route %s: goroutine %d was handed an entry that was not kept", r, g)
 			}
 		}
-		if kept == nil || kept.route != r || kept.limits.Requests == nil || *kept.limits.Requests != policy {
+		if kept == nil || kept.route != r || kept.static == nil || kept.static.limits.Requests == nil || *kept.static.limits.Requests != policy {
 			t.Fatalf("route %s: kept %+v", r, kept)
 		}
 		if again := rl.entryFor(nil, p, http.MethodGet, r); again != kept {
 			t.Fatalf("route %s: a later request gets another entry", r)
 		}
+	}
+}
+
+// TestRouteEntriesShareTheirLimits: with StaticLimits, entries with the same
+// policies share one staticLimits, formatted once; other policies get
+// their own; past maxSharedLimits, new limits are not kept. An entry has
+// bucket keys only for the limits it has.
+func TestRouteEntriesShareTheirLimits(t *testing.T) {
+	lim, err := ratelimit.NewMemory(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := RateLimitConfig{Limiter: lim, StaticLimits: true}.build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpm, tpm := ratelimit.PerMinute(60), ratelimit.PerMinute(10_000)
+	a := rl.entryFor(nil, &Principal{ID: "a", Limits: Limits{Requests: &rpm}}, http.MethodGet, "/x")
+	b := rl.entryFor(nil, &Principal{ID: "b", Limits: Limits{Requests: &rpm}}, http.MethodGet, "/x")
+	c := rl.entryFor(nil, &Principal{ID: "c", Limits: Limits{Requests: &rpm, Tokens: &tpm}}, http.MethodGet, "/x")
+	if a.static == nil || a.static != b.static {
+		t.Fatalf("entries with the same limits do not share them: %p, %p", a.static, b.static)
+	}
+	if c.static == a.static || *c.static.limits.Tokens != tpm || *c.static.limits.Requests != rpm {
+		t.Fatalf("other limits: %+v", c.static)
+	}
+	if a.keys[limitRequests] != LimitKey("a", http.MethodGet, "/x", false) || a.keys[limitTokens] != "" {
+		t.Errorf("keys of an entry with a request limit only: %q", a.keys)
+	}
+	if c.keys[limitTokens] != LimitKey("c", http.MethodGet, "/x", true) {
+		t.Errorf("keys of an entry with both limits: %q", c.keys)
+	}
+
+	for i := range maxSharedLimits {
+		p := ratelimit.PerMinute(int64(1000 + i))
+		rl.entryFor(nil, &Principal{ID: fmt.Sprint("p", i), Limits: Limits{Requests: &p}}, http.MethodGet, "/x")
+	}
+	if n := rl.staticCount.Load(); n != maxSharedLimits {
+		t.Fatalf("%d limits shared, want the cap, %d", n, maxSharedLimits)
+	}
+	odd := ratelimit.PerMinute(7)
+	x := rl.entryFor(nil, &Principal{ID: "x", Limits: Limits{Requests: &odd}}, http.MethodGet, "/x")
+	y := rl.entryFor(nil, &Principal{ID: "y", Limits: Limits{Requests: &odd}}, http.MethodGet, "/x")
+	if x.static == y.static || *x.static.limits.Requests != odd || *y.static.limits.Requests != odd {
+		t.Fatalf("past the cap: %+v, %+v", x.static, y.static)
+	}
+	if n := rl.staticCount.Load(); n != maxSharedLimits {
+		t.Fatalf("%d limits shared past the cap", n)
+	}
+	if again := rl.entryFor(nil, &Principal{ID: "z", Limits: Limits{Requests: &rpm}}, http.MethodGet, "/x"); again.static != a.static {
+		t.Error("limits shared before the cap are no longer shared")
 	}
 }
