@@ -118,14 +118,7 @@ func TestRememberedDenialsAnswerAsTheStoreWould(t *testing.T) {
 // Entries made concurrently for one principal end up one per route, each
 // found again by every later request.
 func TestRouteEntriesArePublishedOncePerRoute(t *testing.T) {
-	lim, err := ratelimit.NewMemory(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl, err := RateLimitConfig{Limiter: lim, StaticLimits: true}.build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rl := newStaticRateLimiter(t)
 	policy := ratelimit.PerMinute(60)
 	p := &Principal{ID: "key_many", Limits: Limits{Requests: &policy}}
 	routes := []string{"/a", "/b", "/c", "/d", "/e", "/f", "/g", "/h"}
@@ -173,14 +166,7 @@ func TestRouteEntriesArePublishedOncePerRoute(t *testing.T) {
 // their own; past maxSharedLimits, new limits are not kept. An entry has
 // bucket keys only for the limits it has.
 func TestRouteEntriesShareTheirLimits(t *testing.T) {
-	lim, err := ratelimit.NewMemory(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl, err := RateLimitConfig{Limiter: lim, StaticLimits: true}.build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rl := newStaticRateLimiter(t)
 	rpm, tpm := ratelimit.PerMinute(60), ratelimit.PerMinute(10_000)
 	a := rl.entryFor(nil, &Principal{ID: "a", Limits: Limits{Requests: &rpm}}, http.MethodGet, "/x")
 	b := rl.entryFor(nil, &Principal{ID: "b", Limits: Limits{Requests: &rpm}}, http.MethodGet, "/x")
@@ -217,4 +203,18 @@ func TestRouteEntriesShareTheirLimits(t *testing.T) {
 	if again := rl.entryFor(nil, &Principal{ID: "z", Limits: Limits{Requests: &rpm}}, http.MethodGet, "/x"); again.static != a.static {
 		t.Error("limits shared before the cap are no longer shared")
 	}
+}
+
+// newStaticRateLimiter is a rate limiter with StaticLimits on a Memory.
+func newStaticRateLimiter(t *testing.T) *rateLimiter {
+	t.Helper()
+	lim, err := ratelimit.NewMemory(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := RateLimitConfig{Limiter: lim, StaticLimits: true}.build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rl
 }

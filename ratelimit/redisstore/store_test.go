@@ -288,13 +288,8 @@ func testRedisExactAcrossInstances(t *testing.T, unbatched bool) {
 		for range goroutines {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
-					d, err := s.Allow(ctx, key, p, 1)
-					if err != nil {
-						t.Error(err)
+					if !countAllowed(t, s, key, p, &allowed) {
 						return
-					}
-					if d.Allowed {
-						allowed.Add(1)
 					}
 				}
 			})
@@ -503,7 +498,6 @@ func TestConcurrentDecisionsShareRoundTrips(t *testing.T) {
 		hook := &redistest.CommandCounter{}
 		client.AddHook(hook)
 		store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Unbatched: b.unbatched, Timeout: redistest.SlowTimeout})
-		ctx := context.Background()
 		p := ratelimit.PerMinute(1_000_000)
 		var allowed atomic.Int64
 		run := func() {
@@ -511,13 +505,8 @@ func TestConcurrentDecisionsShareRoundTrips(t *testing.T) {
 			for g := range goroutines {
 				wg.Go(func() {
 					for i := range each {
-						d, err := store.Allow(ctx, fmt.Sprintf("k%d", (g*each+i)%97), p, 1)
-						if err != nil {
-							t.Error(err)
+						if !countAllowed(t, store, fmt.Sprintf("k%d", (g*each+i)%97), p, &allowed) {
 							return
-						}
-						if d.Allowed {
-							allowed.Add(1)
 						}
 					}
 				})
@@ -570,4 +559,19 @@ func BenchmarkRedisAllow(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+// countAllowed asks s for one unit of key's bucket, adding one to allowed
+// if it was granted. It reports false, having marked the test failed, if s
+// failed.
+func countAllowed(t *testing.T, s *redisstore.Store, key string, p ratelimit.Policy, allowed *atomic.Int64) bool {
+	d, err := s.Allow(context.Background(), key, p, 1)
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	if d.Allowed {
+		allowed.Add(1)
+	}
+	return true
 }
