@@ -13,7 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/gatekit/gatekit/internal/limitref"
-	"github.com/gatekit/gatekit/ratelimit/internal/bucket"
+	"github.com/gatekit/gatekit/internal/bucket"
 )
 
 // DefaultMaxKeys is the number of keys a Memory tracks when

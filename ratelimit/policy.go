@@ -5,7 +5,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/gatekit/gatekit/ratelimit/internal/bucket"
+	"github.com/gatekit/gatekit/internal/bucket"
 )
 
 // ErrInvalidPolicy is wrapped by the error of Policy.Valid, and by the error a

@@ -1,7 +1,7 @@
 -- One rate-limit decision: read the bucket, decide, write it back.
 --
 -- This is a line-by-line transcription of Decide in
--- ratelimit/internal/bucket/bucket.go; read that first, and change both
+-- internal/bucket/bucket.go; read that first, and change both
 -- together. Every value stays below 2^53, where Lua's numbers (float64) are
 -- exact integers, and floor/ceil of a quotient of such values is exact.
 --

@@ -30,7 +30,7 @@ import (
 
 	"github.com/gatekit/gatekit/internal/rediscall"
 	"github.com/gatekit/gatekit/ratelimit"
-	"github.com/gatekit/gatekit/ratelimit/internal/bucket"
+	"github.com/gatekit/gatekit/internal/bucket"
 )
 
 // Defaults for Config.

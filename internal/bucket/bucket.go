@@ -85,6 +85,7 @@ type Op uint8
 const (
 	OpAllow  Op = iota // take n units if all are there (n == 0: check for one)
 	OpCharge           // take n units unconditionally, down to -Burst
+	OpRefund           // give back n units, up to a full bucket
 )
 
 // Result is a decision, durations in milliseconds.
@@ -165,6 +166,17 @@ func Decide(st *State, p Params, now int64, op Op, n int64) Result {
 		if bal >= p.Unit {
 			allowed = true
 		} else {
+			retry = wait(p.Unit - bal)
+		}
+	case OpRefund:
+		if n > 0 {
+			// n is at most a burst's worth in any refund worth making;
+			// capping it first keeps n*Unit within MaxScaled.
+			bal = min(bal+min(n, p.Burst)*p.Unit, full)
+			write = true
+		}
+		allowed = bal >= p.Unit
+		if !allowed {
 			retry = wait(p.Unit - bal)
 		}
 	}
