@@ -29,6 +29,7 @@ const (
 	CodeUnsupportedMediaType Code = "unsupported_media_type"
 	CodeRateLimitExceeded    Code = "rate_limit_exceeded"
 	CodeTokensExceeded       Code = "tokens_exceeded"
+	CodeConcurrencyExceeded  Code = "concurrency_exceeded"
 	CodeInternalError        Code = "internal_error"
 	CodeFailedRequest        Code = "failed_request"
 	CodeNotImplemented       Code = "not_implemented"
@@ -96,6 +97,7 @@ var catalog = [...]Spec{
 	{CodeUnsupportedMediaType, http.StatusUnsupportedMediaType, TypeInvalidRequest, false, false, "The request's content type is not supported."},
 	{CodeRateLimitExceeded, http.StatusTooManyRequests, TypeRateLimit, true, false, "Rate limit reached for requests."},
 	{CodeTokensExceeded, http.StatusTooManyRequests, TypeRateLimit, true, false, "Rate limit reached for tokens."},
+	{CodeConcurrencyExceeded, http.StatusTooManyRequests, TypeRateLimit, true, false, "Too many requests are in flight at once."},
 	{CodeInternalError, http.StatusInternalServerError, TypeServer, false, false, "The server had an error while processing the request."},
 	{CodeFailedRequest, http.StatusInternalServerError, TypeServer, false, false, "The request could not be completed."},
 	{CodeNotImplemented, http.StatusNotImplemented, TypeServer, false, false, "This operation is not implemented."},
@@ -119,77 +121,10 @@ func Catalog() []Spec {
 // Lookup returns the catalog row of code, and false for a code the catalog
 // does not know.
 func Lookup(code Code) (Spec, bool) {
-	i := index(code)
-	if i < 0 {
-		return Spec{}, false
+	for _, sp := range catalog {
+		if sp.Code == code {
+			return sp, true
+		}
 	}
-	return catalog[i], true
-}
-
-// index is code's row in catalog, or -1; a switch, so that finding a row
-// takes no scan of the table (TestCatalogIndex keeps the two in step).
-func index(code Code) int {
-	switch code {
-	case CodeInvalidRequest:
-		return 0
-	case CodeInvalidArgument:
-		return 1
-	case CodeContextExceeded:
-		return 2
-	case CodeUnsafeContent:
-		return 3
-	case CodeUnsupportedInterface:
-		return 4
-	case CodeMissingAPIKey:
-		return 5
-	case CodeInvalidAPIKey:
-		return 6
-	case CodeBudgetExceeded:
-		return 7
-	case CodeUnauthorized:
-		return 8
-	case CodeModelNotAllowed:
-		return 9
-	case CodeNotFound:
-		return 10
-	case CodeUnknownModel:
-		return 11
-	case CodeMethodNotAllowed:
-		return 12
-	case CodeConflict:
-		return 13
-	case CodeIdempotencyConflict:
-		return 14
-	case CodeIdempotencyMismatch:
-		return 15
-	case CodePayloadTooLarge:
-		return 16
-	case CodeUnsupportedMediaType:
-		return 17
-	case CodeRateLimitExceeded:
-		return 18
-	case CodeTokensExceeded:
-		return 19
-	case CodeInternalError:
-		return 20
-	case CodeFailedRequest:
-		return 21
-	case CodeNotImplemented:
-		return 22
-	case CodeModelServerError:
-		return 23
-	case CodeModelOverloaded:
-		return 24
-	case CodeModelUnavailable:
-		return 25
-	case CodeServiceUnavailable:
-		return 26
-	case CodeModelTimeout:
-		return 27
-	case CodeStreamError:
-		return 28
-	case CodeStreamTerminated:
-		return 29
-	}
-	return -1
+	return Spec{}, false
 }

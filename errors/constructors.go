@@ -113,6 +113,14 @@ func TokensExceeded(message string, retryAfter time.Duration) *Error {
 	return e
 }
 
+// ConcurrencyExceeded is 429 concurrency_exceeded: too many of the
+// caller's requests are running at once. Retryable after retryAfter.
+func ConcurrencyExceeded(message string, retryAfter time.Duration) *Error {
+	e := New(CodeConcurrencyExceeded, message)
+	e.RetryAfter = retryAfter
+	return e
+}
+
 // InternalError is 500 internal_error. cause is logged, never sent.
 func InternalError(cause error) *Error {
 	e := New(CodeInternalError, "")

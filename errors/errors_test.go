@@ -33,8 +33,8 @@ func TestCatalogHasOneRowPerCodeWithAKnownStatus(t *testing.T) {
 			t.Errorf("Lookup(%q) = %+v, %v", s.Code, got, ok)
 		}
 	}
-	if len(seen) != 30 {
-		t.Errorf("catalog has %d codes, want 30", len(seen))
+	if len(seen) != 31 {
+		t.Errorf("catalog has %d codes, want 31", len(seen))
 	}
 }
 
@@ -49,7 +49,7 @@ func TestCatalogIsACopy(t *testing.T) {
 func TestRetryableCodesMatchTheDesign(t *testing.T) {
 	want := map[apierrors.Code]bool{
 		apierrors.CodeIdempotencyConflict: true, apierrors.CodeRateLimitExceeded: true,
-		apierrors.CodeTokensExceeded: true, apierrors.CodeModelServerError: true,
+		apierrors.CodeTokensExceeded: true, apierrors.CodeConcurrencyExceeded: true, apierrors.CodeModelServerError: true,
 		apierrors.CodeModelOverloaded: true, apierrors.CodeServiceUnavailable: true,
 		apierrors.CodeModelTimeout: true, apierrors.CodeStreamError: true, apierrors.CodeStreamTerminated: true,
 	}

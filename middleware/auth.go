@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"unsafe"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -38,10 +37,6 @@ type Principal struct {
 	// fit: typically the key's own and its account's, all with the account
 	// as Tag.
 	Budgets []budget.Scope
-
-	// routes holds the rate limiters' per-route entries for this principal
-	// (a *routeEntry, the newest), loaded and published atomically.
-	routes unsafe.Pointer
 }
 
 // AllowsModel reports whether p may use model.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/gatekit/gatekit/admission"
+	"github.com/gatekit/gatekit/budget"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/ratelimit"
 )
@@ -117,50 +119,6 @@ func TestChainAllocatesOncePerRequest(t *testing.T) {
 	}
 }
 
-func TestStaticLimitsAreAskedOncePerPrincipalAndRoute(t *testing.T) {
-	keys := middleware.NewStaticKeys()
-	for _, k := range []string{"sk-a", "sk-b"} {
-		if err := keys.Add(k, &middleware.Principal{ID: k}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	limiter, _ := ratelimit.NewMemory(nil)
-	policy := ratelimit.PerMinute(100)
-	for _, static := range []bool{true, false} {
-		asked := 0
-		auth, _ := middleware.AuthConfig{Keys: keys}.ToStep()
-		limit, err := middleware.RateLimitConfig{Limiter: limiter, StaticLimits: static,
-			LimitsFor: func(echo.Context, *middleware.Principal) middleware.Limits {
-				asked++
-				return middleware.Limits{Requests: &policy}
-			}}.ToStep()
-		if err != nil {
-			t.Fatal(err)
-		}
-		chain, _ := middleware.Chain(auth, limit)
-		e := echo.New()
-		e.Use(chain)
-		e.GET("/a", func(c echo.Context) error { return c.NoContent(204) })
-		e.GET("/b", func(c echo.Context) error { return c.NoContent(204) })
-		for range 3 {
-			for _, key := range []string{"sk-a", "sk-b"} {
-				for _, path := range []string{"/a", "/b"} {
-					req := httptest.NewRequest("GET", path, nil)
-					req.Header.Set("Authorization", "Bearer "+key)
-					rec := httptest.NewRecorder()
-					e.ServeHTTP(rec, req)
-					if rec.Code != 204 || rec.Header().Get("X-Ratelimit-Limit-Requests") != "100" {
-						t.Fatalf("%d %v", rec.Code, rec.Header())
-					}
-				}
-			}
-		}
-		if want := map[bool]int{true: 4, false: 12}[static]; asked != want {
-			t.Errorf("StaticLimits %v: LimitsFor asked %d times, want %d", static, asked, want)
-		}
-	}
-}
-
 func TestStoreFailuresAreLoggedAtMostOnceASecond(t *testing.T) {
 	var logs strings.Builder
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
@@ -168,7 +126,7 @@ func TestStoreFailuresAreLoggedAtMostOnceASecond(t *testing.T) {
 	_ = keys.Add("sk-a", &middleware.Principal{ID: "a"})
 	policy := ratelimit.PerMinute(100)
 	auth, _ := middleware.AuthConfig{Keys: keys}.ToStep()
-	limit, _ := middleware.RateLimitConfig{Limiter: failingLimiter{}, Fail: middleware.FailOpen, Logger: logger,
+	limit, _ := middleware.AdmissionConfig{Store: failingStore{}, Fail: middleware.FailOpen, Logger: logger,
 		LimitsFor: func(echo.Context, *middleware.Principal) middleware.Limits {
 			return middleware.Limits{Requests: &policy}
 		}}.ToStep()
@@ -185,18 +143,22 @@ func TestStoreFailuresAreLoggedAtMostOnceASecond(t *testing.T) {
 			t.Fatalf("fail open: %d", rec.Code)
 		}
 	}
-	if n := strings.Count(logs.String(), "rate limit: store failed"); n != 1 {
+	if n := strings.Count(logs.String(), "admission: store failed"); n != 1 {
 		t.Fatalf("%d log lines for 50 failures in well under a second:\n%s", n, logs.String())
 	}
 }
 
-// failingLimiter is a Limiter whose backend is always down.
-type failingLimiter struct{}
+// failingStore is an admission.Store whose backend is always down.
+type failingStore struct{}
 
-func (failingLimiter) Allow(context.Context, string, ratelimit.Policy, int64) (ratelimit.Decision, error) {
-	return ratelimit.Decision{}, errors.New("connection refused")
+func (failingStore) Reserve(context.Context, *admission.Request) (admission.Result, error) {
+	return admission.Result{}, errors.New("connection refused")
 }
 
-func (failingLimiter) Charge(context.Context, string, ratelimit.Policy, int64) (ratelimit.Decision, error) {
-	return ratelimit.Decision{}, errors.New("connection refused")
+func (failingStore) Settle(context.Context, *admission.Request, admission.ID, admission.Usage) (admission.SettleResult, error) {
+	return admission.SettleResult{}, errors.New("connection refused")
+}
+
+func (failingStore) Balance(context.Context, budget.Scope) (budget.Balance, error) {
+	return budget.Balance{}, errors.New("connection refused")
 }

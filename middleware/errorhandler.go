@@ -70,26 +70,12 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		if cfg.Map != nil {
 			e = cfg.Map(err)
 		}
-		var space *apierrors.Space
-		var tmpl *apierrors.BodyTemplate
-		var denied apierrors.Error
-		var id string
-		fast := false
-		if d, ok := err.(*denial); ok && e == nil {
-			denied = d.apiError()
-			e, tmpl, fast = &denied, d.text.template(cfg.Shape), true
-			if st := d.state; st != nil {
-				space, id = &st.headers, st.requestID[0]
-			}
-		}
 		if e == nil {
 			e = ToAPIError(err, c)
 		}
 		req := c.Request()
 		res := c.Response()
-		if id == "" {
-			id = GetRequestID(c)
-		}
+		id := GetRequestID(c)
 		cfg.log(req, id, e, err)
 
 		meta := apierrors.Meta{RequestID: id, Path: req.URL.Path}
@@ -100,20 +86,11 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 			}
 			return
 		}
-		if !fast {
-			// A handler may have set these for the body it meant to
-			// write. A denial comes before the handler: any such header
-			// is an outer middleware's, describing what it does to every
-			// body (a compressing writer's Content-Encoding), and stays.
-			h := res.Header()
-			delete(h, "Content-Length")
-			delete(h, "Content-Encoding")
-		}
-		if tmpl != nil {
-			tmpl.Write(res, req, e, meta, space)
-			return
-		}
-		apierrors.WriteWith(res, req, cfg.Shape, e, meta, space)
+		// A handler may have set these for the body it meant to write.
+		h := res.Header()
+		delete(h, "Content-Length")
+		delete(h, "Content-Encoding")
+		apierrors.Write(res, req, cfg.Shape, e, meta)
 	}, nil
 }
 

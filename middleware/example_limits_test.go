@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/gatekit/gatekit/admission"
 	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/idempotency"
@@ -32,15 +33,15 @@ func exampleServe(e *echo.Echo, key string) *httptest.ResponseRecorder {
 	return rec
 }
 
-// Auth and RateLimit as steps of one Chain: two requests a minute per key.
+// Auth and Admission as steps of one Chain: two requests a minute per key.
 func ExampleChain() {
 	two := ratelimit.PerMinute(2)
 	keys := middleware.NewStaticKeys()
 	_ = keys.Add("sk-example", &middleware.Principal{ID: "example", Limits: middleware.Limits{Requests: &two}})
-	limiter, _ := ratelimit.NewMemory(nil)
+	store, _ := admission.NewMemory(nil)
 
 	auth, _ := middleware.AuthConfig{Keys: keys}.ToStep()
-	limit, _ := middleware.RateLimitConfig{Limiter: limiter}.ToStep()
+	limit, _ := middleware.AdmissionConfig{Store: store}.ToStep()
 	chain, _ := middleware.Chain(auth, limit)
 
 	e := echo.New()
@@ -61,32 +62,38 @@ func ExampleChain() {
 	// 401
 }
 
-// A budget of 0.0001 USD: the first request's estimate fits, the second's
-// does not.
-func ExampleBudgetWithConfig() {
+// A budget of 100 micro-USD at 1 USD per million tokens either way: the
+// first request reserves its prompt and its 60-token allowance, and is
+// settled to the 50 tokens it used; the second asks for 60 more tokens
+// with only 50 micros left, and is refused.
+func ExampleAdmissionWithConfig() {
 	keys := middleware.NewStaticKeys()
 	_ = keys.Add("sk-example", &middleware.Principal{ID: "example", Account: "acme",
 		Budgets: []budget.Scope{{Tag: "acme", Kind: "key", ID: "example", Limit: 100, Period: budget.None}}})
-	ledger, _ := budget.NewMemory(nil)
+	store, _ := admission.NewMemory(nil)
 	auth, _ := middleware.AuthConfig{Keys: keys}.ToStep()
-	spend, _ := middleware.BudgetConfig{
-		Ledger:    ledger,
-		ScopesFor: func(_ echo.Context, p *middleware.Principal) []budget.Scope { return p.Budgets },
-		Estimate:  func(echo.Context, *middleware.Principal) (budget.Micros, error) { return 60, nil },
-		Cost:      func(_ echo.Context, u middleware.Usage) budget.Micros { return budget.Micros(u.TotalTokens()) },
+	usd := middleware.Price{Input: 1_000_000, Output: 1_000_000}
+	admit, _ := middleware.AdmissionConfig{
+		Store:      store,
+		BudgetsFor: func(_ echo.Context, p *middleware.Principal) []budget.Scope { return p.Budgets },
+		Estimate: func(echo.Context) (middleware.Estimate, error) {
+			return middleware.Estimate{Model: "m", MaxOutputTokens: 60}, nil
+		},
+		Prices: &middleware.Prices{Default: &usd},
 	}.ToStep()
-	chain, _ := middleware.Chain(auth, spend)
+	chain, _ := middleware.Chain(auth, admit)
 
 	e := echo.New()
 	e.HTTPErrorHandler = middleware.ErrorHandler()
 	e.Use(chain)
 	e.GET("/", func(c echo.Context) error {
-		if err := middleware.ReportUsage(c, middleware.Usage{PromptTokens: 10, CompletionTokens: 40}); err != nil {
+		allowance, _ := middleware.Allowance(c)
+		if err := middleware.ReportUsage(c, middleware.Usage{Model: "m", CompletionTokens: min(50, allowance)}); err != nil {
 			return err
 		}
 		return c.NoContent(http.StatusNoContent)
 	})
-	fmt.Println(exampleServe(e, "sk-example").Code) // holds 60, settles 50
+	fmt.Println(exampleServe(e, "sk-example").Code) // reserves 60, settles 50
 	rec := exampleServe(e, "sk-example")            // 50 left: 60 does not fit
 	fmt.Println(rec.Code, apierrors.Decode(rec.Result()).Code)
 	// Output:

@@ -23,9 +23,29 @@ type Price struct {
 }
 
 // Cost prices prompt and completion tokens, rounding up to a whole micro so
-// that no request is free by rounding.
+// that no request is free by rounding, and saturating at budget.MaxMicros.
 func (p Price) Cost(prompt, completion int64) budget.Micros {
-	return perMillion(prompt, p.Input) + perMillion(completion, p.Output)
+	return min(perMillion(prompt, p.Input)+perMillion(completion, p.Output), budget.MaxMicros)
+}
+
+// OutputFor returns the most completion tokens that, with prompt tokens,
+// cost no more than limit: 0 when the prompt alone costs more, and
+// maxOutputTokens when output is free.
+func (p Price) OutputFor(limit budget.Micros, prompt int64) int64 {
+	left := limit - perMillion(prompt, p.Input)
+	switch {
+	case left < 0:
+		return 0
+	case p.Output <= 0:
+		return maxOutputTokens
+	}
+	// ceil(n x Output / 1e6) <= left  <=>  n <= floor(left x 1e6 / Output).
+	hi, lo := bits.Mul64(uint64(left), 1_000_000)
+	if hi >= uint64(p.Output) {
+		return maxOutputTokens
+	}
+	q, _ := bits.Div64(hi, lo, uint64(p.Output))
+	return int64(min(q, maxOutputTokens))
 }
 
 // perMillion is ceil(tokens x price / 1e6), saturating instead of
@@ -48,19 +68,44 @@ func perMillion(tokens int64, price budget.Micros) budget.Micros {
 	return budget.Micros(q)
 }
 
-// ChatPricing prices OpenAI-style requests (chat completions, completions,
-// embeddings) by model. Its Estimate and Cost fit [BudgetConfig].
-type ChatPricing struct {
+// Prices is a price list by model, for budgets.
+type Prices struct {
 	// Models maps a model to its price.
 	Models map[string]Price
 	// Default prices models missing from Models; nil makes them free.
 	Default *Price
-	// MaxOutputTokens is the completion length assumed when a request sets
-	// no max_tokens. Default: 4096.
+}
+
+// Price returns model's price: its entry, else Default, else free.
+func (ps *Prices) Price(model string) Price {
+	if p, ok := ps.Models[model]; ok {
+		return p
+	}
+	if ps.Default != nil {
+		return *ps.Default
+	}
+	return Price{}
+}
+
+// Estimate is what a request asks for, read before its handler runs.
+type Estimate struct {
+	// Model is the model asked for.
+	Model string
+	// PromptTokens is the most tokens its input can count as.
+	PromptTokens int64
+	// MaxOutputTokens is the completion length it asked for at most
+	// (max_tokens); 0 when it set none.
 	MaxOutputTokens int64
-	// CountTokens counts a prompt's tokens for the estimate. It must not
-	// count fewer than the model will. Default: one token per byte of the
-	// request's JSON input, an upper bound for byte-level tokenizers.
+}
+
+// ChatEstimator reads OpenAI- and Anthropic-style request bodies (chat
+// completions, completions, responses, embeddings, messages): the model,
+// the input's tokens and max_tokens, max_completion_tokens or
+// max_output_tokens. Its Estimate fits [AdmissionConfig].
+type ChatEstimator struct {
+	// CountTokens counts a prompt's tokens. It must not count fewer than
+	// the model will. Default: one token per byte of the request's JSON
+	// input, an upper bound for byte-level tokenizers.
 	CountTokens func(input []byte) int64
 }
 
@@ -71,56 +116,34 @@ type chatBody struct {
 	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
 	MaxOutputTokens     *int64          `json:"max_output_tokens"`
 	Messages            json.RawMessage `json:"messages"`
+	System              json.RawMessage `json:"system"`
 	Prompt              json.RawMessage `json:"prompt"`
 	Input               json.RawMessage `json:"input"`
 }
 
-// Estimate is the most the request can cost: its prompt counted by
-// CountTokens at the input price, plus its max_tokens (or MaxOutputTokens)
-// at the output price. A body that does not parse is estimated as empty;
-// the binder rejects it after.
-func (cp *ChatPricing) Estimate(c echo.Context, _ *Principal) (budget.Micros, error) {
+// Estimate reads c's body. A body that does not parse is estimated as
+// empty; the binder rejects it after.
+func (ce *ChatEstimator) Estimate(c echo.Context) (Estimate, error) {
 	raw, err := PeekBody(c)
 	if err != nil {
-		return 0, err
+		return Estimate{}, err
 	}
 	var body chatBody
 	_ = json.Unmarshal(raw, &body)
-	input := len(body.Messages) + len(body.Prompt) + len(body.Input)
-	var prompt int64
-	if cp.CountTokens != nil {
+	input := len(body.Messages) + len(body.System) + len(body.Prompt) + len(body.Input)
+	est := Estimate{Model: body.Model, PromptTokens: int64(input)}
+	if ce.CountTokens != nil {
 		joined := make([]byte, 0, input)
-		joined = append(append(append(joined, body.Messages...), body.Prompt...), body.Input...)
-		prompt = cp.CountTokens(joined)
-	} else {
-		prompt = int64(input)
-	}
-	out := cp.MaxOutputTokens
-	if out <= 0 {
-		out = 4096
+		joined = append(append(append(append(joined, body.Messages...), body.System...), body.Prompt...), body.Input...)
+		est.PromptTokens = ce.CountTokens(joined)
 	}
 	for _, m := range []*int64{body.MaxTokens, body.MaxCompletionTokens, body.MaxOutputTokens} {
 		if m != nil && *m > 0 {
-			out = *m
+			est.MaxOutputTokens = *m
 			break
 		}
 	}
-	return cp.price(body.Model).Cost(prompt, out), nil
-}
-
-// Cost prices the usage a handler reported, by its model.
-func (cp *ChatPricing) Cost(_ echo.Context, u Usage) budget.Micros {
-	return cp.price(u.Model).Cost(u.PromptTokens, u.CompletionTokens)
-}
-
-func (cp *ChatPricing) price(model string) Price {
-	if p, ok := cp.Models[model]; ok {
-		return p
-	}
-	if cp.Default != nil {
-		return *cp.Default
-	}
-	return Price{}
+	return est, nil
 }
 
 // PeekBody reads the whole request body (within the route's body limit)

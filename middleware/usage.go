@@ -3,10 +3,10 @@ package middleware
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/labstack/echo/v4"
 
-	apierrors "github.com/gatekit/gatekit/errors"
 )
 
 // Usage is what a request consumed, as the handler reports it with
@@ -34,6 +34,8 @@ func ReportUsage(c echo.Context, u Usage) error {
 		return fmt.Errorf("report usage: negative token count (%d prompt, %d completion)", u.PromptTokens, u.CompletionTokens)
 	}
 	st := state(c)
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	if st.usageReported {
 		return fmt.Errorf("report usage: usage was already reported for this request")
 	}
@@ -41,38 +43,60 @@ func ReportUsage(c echo.Context, u Usage) error {
 	return nil
 }
 
+// ReportProgress records what a streaming request has used so far. It
+// costs no store call: if the request is settled before its handler calls
+// ReportUsage (the server shut down while it ran, or the handler failed),
+// the last progress is what is settled. Negative counts are an error and
+// change nothing.
+func ReportProgress(c echo.Context, u Usage) error {
+	if u.PromptTokens < 0 || u.CompletionTokens < 0 {
+		return fmt.Errorf("report progress: negative token count (%d prompt, %d completion)", u.PromptTokens, u.CompletionTokens)
+	}
+	st := state(c)
+	st.mu.Lock()
+	st.progress, st.progressed = u, true
+	st.mu.Unlock()
+	return nil
+}
+
 // GetUsage returns the usage reported for the request, and false when none
 // was.
 func GetUsage(c echo.Context) (Usage, bool) {
-	if st := peekState(c); st != nil && st.usageReported {
-		return st.usage, true
+	st := peekState(c)
+	if st == nil {
+		return Usage{}, false
 	}
-	return Usage{}, false
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.usage, st.usageReported
 }
 
 // requestState is gatekit's per-request record, one allocation per request
 // kept in the Echo context.
 type requestState struct {
 	principal *Principal
-	usage     Usage
-	progress  Usage
-	hold      *budgetHold
+
+	// mu guards the usage fields, which a settlement at shutdown reads
+	// while the handler may still report.
+	mu            sync.Mutex
+	usage         Usage
+	progress      Usage
+	usageReported bool
+	progressed    bool
+
+	// admitted reports that admission reserved the request's tokens,
+	// allowance of them for its output; open, that a reservation is held
+	// in admit.
+	admitted  bool
+	open      bool
+	allowance int64
+	admit     admitted
 
 	// Space a request would otherwise allocate, kept here when the record
 	// lives in a Chain's context.
 	requestID     [1]string
 	requestIDText [requestIDLength]byte
-	// usageReported and progressed sit in the padding after
-	// requestIDText, which keeps a Chain's context in a smaller size
-	// class.
-	usageReported bool
-	progressed    bool
 	body          limitedBody
-	// headers is the room for header values: the rate limiter's and an
-	// error response's.
-	headers apierrors.Space
-	// denial is the room for the request's 429, if it gets one.
-	denial denial
 }
 
 const stateKey = "gatekit.request"

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
@@ -41,18 +40,11 @@ func ExampleNewMemory() {
 	// tokens: allowed=false remaining=0 retry=15.006s
 }
 
-func ExamplePolicyHeaders() {
+func ExampleSetHeaders() {
 	rpm := ratelimit.PerMinute(60)
-	// Once per principal and route: the values that depend only on the
-	// policy.
-	ph := ratelimit.NewPolicyHeaders(&rpm, nil)
-
-	// Per response: the remaining count and reset time, with the values
-	// cut from room the caller keeps per request.
 	h := http.Header{}
-	var sp apierrors.Space
 	o := ratelimit.Outcome{Policy: rpm, Decision: ratelimit.Decision{Allowed: true, Limit: 60, Remaining: 59, ResetAfter: time.Second}}
-	ph.Set(h, &o, nil, &sp)
+	ratelimit.SetHeaders(h, &o, nil)
 	for _, k := range []string{ratelimit.HeaderLimitRequests, ratelimit.HeaderRemainingRequests, ratelimit.HeaderResetRequests, ratelimit.HeaderPolicy, ratelimit.HeaderRateLimit} {
 		fmt.Printf("%s: %s\n", k, h.Get(k))
 	}

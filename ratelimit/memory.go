@@ -10,9 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
-	"github.com/gatekit/gatekit/internal/limitref"
 	"github.com/gatekit/gatekit/internal/bucket"
 )
 
@@ -149,50 +147,6 @@ func (m *Memory) Charge(_ context.Context, key string, p Policy, n int64) (Decis
 	return m.decide(key, p, bucket.OpCharge, n)
 }
 
-func init() {
-	limitref.MemoryDecide = func(m *Memory, ref *limitref.Ref, key string, p Policy, n int64, charge bool) (Decision, error) {
-		op := bucket.OpAllow
-		if charge {
-			op = bucket.OpCharge
-		}
-		return m.decideRef(ref, key, p, op, n)
-	}
-}
-
-// decideRef is decide with ref, which is only ever used with key, tried
-// first (see package limitref).
-func (m *Memory) decideRef(ref *limitref.Ref, key string, p Policy, op bucket.Op, n int64) (Decision, error) {
-	kp := ref.Key.Load()
-	if kp == nil || n < 0 {
-		return m.decideAt(key, p, op, n, ref)
-	}
-	pos := ref.Pos.Load()
-	si, i := int(pos>>32), int(uint32(pos))
-	if si >= len(m.shards) {
-		return m.decideAt(key, p, op, n, ref)
-	}
-	prm, err := m.params(p)
-	if err != nil {
-		return Decision{}, err
-	}
-	s := &m.shards[si]
-	// Touch the entry, so that it is on its way to the cache while the
-	// clock is read and the lock taken (see decideAt).
-	if t := *s.peek.Load(); i < len(t) {
-		atomic.LoadUint64(&t[i].hash)
-	}
-	now := m.nowMilli()
-	s.mu.Lock()
-	if i >= len(s.table) || unsafe.StringData(s.table[i].key) != kp {
-		// Moved, or evicted: look the key up, and remember where.
-		s.mu.Unlock()
-		return m.decideAt(key, p, op, n, ref)
-	}
-	r := s.apply(i, prm, now, op, n)
-	s.mu.Unlock()
-	return decision(p, r), nil
-}
-
 // Len returns the number of keys tracked.
 func (m *Memory) Len() int {
 	total := 0
@@ -205,13 +159,8 @@ func (m *Memory) Len() int {
 	return total
 }
 
+// decide applies op for n units to key's bucket.
 func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, error) {
-	return m.decideAt(key, p, op, n, nil)
-}
-
-// decideAt decides on key, remembering in ref, when it is not nil, where
-// the key's bucket is.
-func (m *Memory) decideAt(key string, p Policy, op bucket.Op, n int64, ref *limitref.Ref) (Decision, error) {
 	if n < 0 {
 		return Decision{}, ErrNegativeUnits
 	}
@@ -241,10 +190,6 @@ func (m *Memory) decideAt(key string, p Policy, op bucket.Op, n int64, ref *limi
 		if r.Write {
 			i = m.insert(s, key, hash, r.State, r.FullAt, now)
 		}
-	}
-	if ref != nil && i >= 0 && len(key) > 0 {
-		ref.Pos.Store(si<<32 | uint64(i))
-		ref.Key.Store(unsafe.StringData(s.table[i].key))
 	}
 	s.mu.Unlock()
 	return decision(p, r), nil

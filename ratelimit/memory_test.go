@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/gatekit/gatekit/internal/limitref"
 	"github.com/gatekit/gatekit/ratelimit"
 	"github.com/gatekit/gatekit/ratelimit/ratelimittest"
 )
@@ -96,20 +95,11 @@ func (c *recordingClock) Now() time.Time {
 
 func (c *recordingClock) freeze() { c.frozen.Store(true) }
 
-// 64 goroutines on one key, through Allow and, as the middleware decides,
-// through one shared limitref.Ref.
+// 64 goroutines on one key.
 func TestMemoryExactUnderConcurrency(t *testing.T) {
-	var ref limitref.Ref
-	for name, allow := range map[string]func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error){
-		"Allow": func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-			return m.Allow(context.Background(), "hot", p, n)
-		},
-		"Ref": func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-			return decideRef(m, &ref, "hot", p, n, false)
-		},
-	} {
-		t.Run(name, func(t *testing.T) { testMemoryExactUnderConcurrency(t, allow) })
-	}
+	testMemoryExactUnderConcurrency(t, func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
+		return m.Allow(context.Background(), "hot", p, n)
+	})
 }
 
 func testMemoryExactUnderConcurrency(t *testing.T, allow func(m *ratelimit.Memory, p ratelimit.Policy, n int64) (ratelimit.Decision, error)) {
