@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/gatekit/gatekit/admission"
 	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/idempotency"
@@ -48,9 +49,10 @@ type Config struct {
 	Keys []KeyConfig `yaml:"keys"`
 	// Tiers hold the limits and models of each plan, by tier name.
 	Tiers map[string]TierConfig `yaml:"tiers"`
-	// RateLimit sets how rate limits are stored and what happens when the
-	// store fails.
-	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	// Admission sets how reservations behave: what happens when the store
+	// fails, how long an unsettled one holds, and the default output
+	// allowance.
+	Admission AdmissionOptions `yaml:"admission"`
 	// Budgets sets which routes are billable, the accounts' budgets and
 	// how the ledger behaves.
 	Budgets BudgetsConfig `yaml:"budgets"`
@@ -67,19 +69,18 @@ type Config struct {
 	// KeyStore resolves API keys; it replaces Keys, for services that keep
 	// keys in a database.
 	KeyStore middleware.KeyStore `yaml:"-"`
-	// Limiter stores rate limits. Default: a ratelimit.Memory; use a
-	// redisstore.Store when several instances share limits.
-	Limiter ratelimit.Limiter `yaml:"-"`
+	// Store keeps every limit and budget: rate limits, concurrency and
+	// spend. Default: an admission.Memory (keeping spend on disk with
+	// Data.Dir); use an admission/redisstore.Store when several instances
+	// share them.
+	Store admission.Store `yaml:"-"`
 	// Metrics, when set, receives gatekit's Prometheus metrics.
 	Metrics prometheus.Registerer `yaml:"-"`
-	// Ledger keeps budgets. Default: a budget.Memory; use a
-	// budget/redisstore.Ledger when several instances share budgets.
-	Ledger budget.Ledger `yaml:"-"`
-	// OnSettle, when set, receives every settled request's cost, for a
-	// billing database.
+	// OnSettle, when set, receives every settled request's usage and
+	// cost, for a billing database.
 	OnSettle func(ctx context.Context, s middleware.Settlement) `yaml:"-"`
-	// CountTokens counts a prompt's tokens for budget estimates; it must
-	// not undercount. Default: one token per byte.
+	// CountTokens counts a prompt's tokens for reservations; it must not
+	// undercount. Default: one token per byte.
 	CountTokens func(input []byte) int64 `yaml:"-"`
 	// IdempotencyStore keeps idempotent responses. Default: an
 	// idempotency.Memory; use an idempotency/redisstore.Store when several
@@ -91,7 +92,7 @@ type Config struct {
 type DataConfig struct {
 	// Dir, when set, is where budgets and idempotent responses are kept
 	// (in Dir/gatekit.db) across restarts; unset, they live in memory
-	// only. Ignored for a Ledger or IdempotencyStore set in Go.
+	// only. Ignored for a Store or IdempotencyStore set in Go.
 	Dir string `yaml:"dir"`
 	// FlushInterval is how often settled spend and kept responses are
 	// written: a crash loses at most this much. Default: 100ms; "-1ns"
@@ -136,12 +137,21 @@ type BudgetsConfig struct {
 	Accounts map[string]BudgetConfig `yaml:"accounts"`
 	// TimeZone is where periods start and end (an IANA name). Default: UTC.
 	TimeZone string `yaml:"time_zone"`
-	// HoldTTL is how long an unsettled hold reserves its amount. Default:
-	// budget.DefaultHoldTTL.
-	HoldTTL time.Duration `yaml:"hold_ttl"`
-	// Fail is "closed" (default: 503 while the ledger is unreachable) or
-	// "open" (requests run unbudgeted).
+}
+
+// AdmissionOptions is the admission part of [Config].
+type AdmissionOptions struct {
+	// Fail is "closed" (default: 503 service_unavailable while the store
+	// is unreachable) or "open" (requests pass unlimited and unbudgeted).
 	Fail string `yaml:"fail"`
+	// TTL is how long an unsettled reservation holds its concurrency slots
+	// and budget amounts; it should exceed the longest request. Default:
+	// admission.DefaultTTL (10m).
+	TTL time.Duration `yaml:"ttl"`
+	// DefaultOutputTokens is the output allowance of a request that sets
+	// no max_tokens, before token limits and budgets lower it to the room
+	// they have. Default: 4096.
+	DefaultOutputTokens int64 `yaml:"default_output_tokens"`
 }
 
 // PricesConfig is the price list of [Config].
@@ -150,9 +160,6 @@ type PricesConfig struct {
 	Models map[string]PriceConfig `yaml:"models"`
 	// Default prices models missing from Models; unset, they are free.
 	Default *PriceConfig `yaml:"default"`
-	// MaxOutputTokens is the completion length a budget estimate assumes
-	// when a request sets no max_tokens. Default: 4096.
-	MaxOutputTokens int64 `yaml:"max_output_tokens"`
 }
 
 // PriceConfig is a model's price in USD per million tokens.
@@ -194,18 +201,24 @@ type RouteConfig struct {
 	LimitConfig `yaml:",inline"`
 }
 
-// LimitConfig is a set of rate limits: requests and tokens per minute,
-// each with an optional burst (default: the per-minute figure). Zero
-// means "not set here": the next level's limit applies.
+// LimitConfig is a set of limits: requests and tokens per minute, each
+// with an optional burst, and requests at once. Zero means "not set
+// here": the next level's limit applies.
 type LimitConfig struct {
 	// RPM is requests per minute.
 	RPM int64 `yaml:"rpm"`
-	// RPMBurst is the most requests that can be made at once.
+	// RPMBurst is the most requests that can be saved up and made at once.
+	// Default: RPM.
 	RPMBurst int64 `yaml:"rpm_burst"`
-	// TPM is tokens per minute, charged with the usage handlers report.
+	// TPM is tokens per minute: each request reserves its prompt estimate
+	// plus its output allowance, and gets back what it did not use.
 	TPM int64 `yaml:"tpm"`
-	// TPMBurst is the most tokens that can be spent at once.
+	// TPMBurst is the most tokens that can be saved up, and so the most
+	// one request can reserve. Default: TPM.
 	TPMBurst int64 `yaml:"tpm_burst"`
+	// MaxParallel is the most requests of one key that may run on the
+	// route at once.
+	MaxParallel int64 `yaml:"max_parallel"`
 }
 
 // AuthConfig is the authentication part of [Config].
@@ -254,16 +267,6 @@ type TierConfig struct {
 	Routes map[string]LimitConfig `yaml:"routes"`
 	// Budget caps the spending of each key of the tier (each its own).
 	Budget *BudgetConfig `yaml:"budget"`
-}
-
-// RateLimitConfig is the rate-limit part of [Config].
-type RateLimitConfig struct {
-	// Fail is "closed" (default: 503 service_unavailable while the store is
-	// unreachable) or "open" (requests pass unlimited).
-	Fail string `yaml:"fail"`
-	// MaxKeys caps the buckets the memory store tracks. Default:
-	// ratelimit.DefaultMaxKeys.
-	MaxKeys int `yaml:"max_keys"`
 }
 
 // LoadConfig reads a YAML configuration file strictly: an unknown key or
@@ -355,13 +358,13 @@ func (cfg Config) Validate() error {
 			return fmt.Errorf("invalid configuration: auth: path %q must start with /", p)
 		}
 	}
-	switch cfg.RateLimit.Fail {
+	switch cfg.Admission.Fail {
 	case "", "closed", "open":
 	default:
-		return fmt.Errorf("invalid configuration: rate_limit: fail must be \"open\" or \"closed\", not %q", cfg.RateLimit.Fail)
+		return fmt.Errorf("invalid configuration: admission: fail must be \"open\" or \"closed\", not %q", cfg.Admission.Fail)
 	}
-	if cfg.RateLimit.MaxKeys < 0 {
-		return fmt.Errorf("invalid configuration: rate_limit: max_keys must not be negative")
+	if cfg.Admission.TTL < 0 || cfg.Admission.DefaultOutputTokens < 0 {
+		return fmt.Errorf("invalid configuration: admission: ttl and default_output_tokens must not be negative")
 	}
 	return cfg.validateBudgets()
 }
@@ -376,14 +379,6 @@ func (cfg Config) validateBudgets() error {
 	}
 	if _, err := loadLocation(b.TimeZone); err != nil {
 		return fmt.Errorf("invalid configuration: budgets: %w", err)
-	}
-	switch b.Fail {
-	case "", "closed", "open":
-	default:
-		return fmt.Errorf("invalid configuration: budgets: fail must be \"open\" or \"closed\", not %q", b.Fail)
-	}
-	if b.HoldTTL < 0 {
-		return fmt.Errorf("invalid configuration: budgets: hold_ttl must not be negative")
 	}
 	check := func(where string, bc *BudgetConfig) error {
 		if bc == nil {
@@ -417,9 +412,6 @@ func (cfg Config) validateBudgets() error {
 		if strings.ContainsAny(k.Account, "{}") {
 			return fmt.Errorf("invalid configuration: key %q: account must not contain '{' or '}'", k.ID)
 		}
-	}
-	if cfg.Prices.MaxOutputTokens < 0 {
-		return fmt.Errorf("invalid configuration: prices: max_output_tokens must not be negative")
 	}
 	id := cfg.Idempotency
 	for _, r := range id.Routes {
@@ -460,11 +452,20 @@ func loadLocation(name string) (*time.Location, error) {
 
 // validate rejects negative figures and bursts without a rate.
 func (lc LimitConfig) validate() error {
-	if lc.RPM < 0 || lc.TPM < 0 || lc.RPMBurst < 0 || lc.TPMBurst < 0 {
+	if lc.RPM < 0 || lc.TPM < 0 || lc.RPMBurst < 0 || lc.TPMBurst < 0 || lc.MaxParallel < 0 {
 		return fmt.Errorf("limits must not be negative")
 	}
 	if (lc.RPMBurst > 0 && lc.RPM == 0) || (lc.TPMBurst > 0 && lc.TPM == 0) {
 		return fmt.Errorf("a burst needs its rate (rpm or tpm)")
+	}
+	l := lc.limits()
+	for _, p := range []*ratelimit.Policy{l.Requests, l.Tokens} {
+		if p == nil {
+			continue
+		}
+		if err := p.Valid(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -480,6 +481,7 @@ func (lc LimitConfig) limits() middleware.Limits {
 		p := ratelimit.PerMinute(lc.TPM).WithBurst(lc.TPMBurst)
 		l.Tokens = &p
 	}
+	l.MaxParallel = lc.MaxParallel
 	return l
 }
 

@@ -19,32 +19,33 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/gatekit/gatekit/admission"
 	"github.com/gatekit/gatekit/budget"
 	"github.com/gatekit/gatekit/durable"
 	"github.com/gatekit/gatekit/idempotency"
 	"github.com/gatekit/gatekit/middleware"
-	"github.com/gatekit/gatekit/ratelimit"
 )
 
 // Gate is gatekit as mounted on one Echo instance.
 type Gate struct {
-	cfg     Config
-	limits  routeLimits
-	keys    middleware.KeyStore
-	limiter ratelimit.Limiter
-	ledger  budget.Ledger
-	idem    idempotency.Store
-	data    *durable.Store
-	metrics *middleware.Metrics
-	limitsR *limitResolver
+	cfg      Config
+	limits   routeLimits
+	keys     middleware.KeyStore
+	store    admission.Store
+	inFlight *middleware.InFlight
+	idem     idempotency.Store
+	data     *durable.Store
+	metrics  *middleware.Metrics
+	limitsR  *limitResolver
 }
 
 // Mount installs gatekit on e: the global error handler (cfg.Shape), the
 // strict JSON binder and the validator, and the middleware chain request
 // id -> panic recovery -> body limit -> authentication -> idempotency ->
-// rate limits -> budgets. Authentication and rate limits are installed when keys (or a
-// KeyStore) are configured, budgets when billable routes are. Call it before registering routes; it fails only for an
-// invalid cfg.
+// admission (rate limits, token limits, concurrency and budgets in one
+// reservation). Authentication and admission are installed when keys (or
+// a KeyStore) are configured. Call it before registering routes; it fails
+// only for an invalid cfg.
 func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -55,22 +56,27 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = DefaultBodyLimit
 	}
-	g := &Gate{cfg: cfg, limits: newRouteLimits(cfg)}
+	if cfg.Admission.TTL == 0 {
+		cfg.Admission.TTL = admission.DefaultTTL
+	}
+	if cfg.Admission.DefaultOutputTokens == 0 {
+		cfg.Admission.DefaultOutputTokens = middleware.DefaultOutputTokens
+	}
+	g := &Gate{cfg: cfg, limits: newRouteLimits(cfg), inFlight: middleware.NewInFlight()}
+	loc, err := loadLocation(cfg.Budgets.TimeZone)
+	if err != nil {
+		return nil, err
+	}
+	var ledger budget.Ledger
 	if cfg.Data.Dir != "" {
-		loc, err := loadLocation(cfg.Budgets.TimeZone)
-		if err != nil {
-			return nil, err
-		}
 		g.data, err = durable.Open(cfg.Data.Dir, &durable.Config{
-			FlushInterval: cfg.Data.FlushInterval, Location: loc, HoldTTL: cfg.Budgets.HoldTTL,
+			FlushInterval: cfg.Data.FlushInterval, Location: loc, HoldTTL: cfg.Admission.TTL,
 			MaxEntries: cfg.Idempotency.MaxEntries, Logger: cfg.Logger,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)
 		}
-		if cfg.Ledger == nil {
-			cfg.Ledger = g.data.Ledger()
-		}
+		ledger = g.data.Ledger()
 		if cfg.IdempotencyStore == nil {
 			cfg.IdempotencyStore = g.data.Idempotency()
 		}
@@ -116,20 +122,25 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)
 		}
-		g.limiter = cfg.Limiter
-		if g.limiter == nil {
-			if g.limiter, err = ratelimit.NewMemory(&ratelimit.MemoryConfig{MaxKeys: cfg.RateLimit.MaxKeys}); err != nil {
+		g.store = cfg.Store
+		if g.store == nil {
+			if g.store, err = admission.NewMemory(&admission.MemoryConfig{TTL: cfg.Admission.TTL, Ledger: ledger, Location: loc}); err != nil {
 				return nil, fmt.Errorf("gatekit: %w", err)
 			}
 		}
 		g.limitsR = newLimitResolver(cfg)
-		limit, err := middleware.RateLimitConfig{
-			Limiter:      g.limiter,
-			LimitsFor:    g.limitsR.limitsFor,
-			StaticLimits: true,
-			Fail:         failMode(cfg.RateLimit.Fail),
-			Metrics:      g.metrics,
-			Logger:       cfg.Logger,
+		admit, err := middleware.AdmissionConfig{
+			Store:               g.store,
+			LimitsFor:           g.limitsR.limitsFor,
+			BudgetsFor:          newBillable(cfg).scopesFor,
+			Estimate:            (&middleware.ChatEstimator{CountTokens: cfg.CountTokens}).Estimate,
+			Prices:              prices(cfg),
+			DefaultOutputTokens: cfg.Admission.DefaultOutputTokens,
+			InFlight:            g.inFlight,
+			OnSettle:            cfg.OnSettle,
+			Fail:                failMode(cfg.Admission.Fail),
+			Metrics:             g.metrics,
+			Logger:              cfg.Logger,
 		}.ToStep()
 		if err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)
@@ -142,15 +153,7 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 			}
 			chain = append(chain, idem)
 		}
-		chain = append(chain, limit)
-
-		if len(cfg.Budgets.Routes) > 0 {
-			spend, err := g.budgetMiddleware(cfg)
-			if err != nil {
-				return nil, err
-			}
-			chain = append(chain, spend)
-		}
+		chain = append(chain, admit)
 	}
 
 	e.HTTPErrorHandler = handler
@@ -165,46 +168,29 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	return g, nil
 }
 
-// Close writes what the durable store has queued and closes it; with no
-// Data.Dir it does nothing. Call it after the HTTP server has shut down
-// (http.Server.Shutdown), when no request is left to settle. It is safe to
-// call more than once.
+// Close settles every request still in flight with what its handler has
+// reported so far (see [Gate.SettleInFlight]), then writes what the
+// durable store has queued and closes it. Call it after the HTTP server
+// has shut down (http.Server.Shutdown, then Close if its grace period
+// ran out). It is safe to call more than once.
 func (g *Gate) Close() error {
+	g.SettleInFlight()
 	if g.data == nil {
 		return nil
 	}
 	return g.data.Close()
 }
 
-// budgetMiddleware builds the budget middleware of cfg, with a memory
-// ledger unless cfg.Ledger is set.
-func (g *Gate) budgetMiddleware(cfg Config) (middleware.Step, error) {
-	g.ledger = cfg.Ledger
-	if g.ledger == nil {
-		loc, err := loadLocation(cfg.Budgets.TimeZone)
-		if err != nil {
-			return nil, err
-		}
-		if g.ledger, err = budget.NewMemory(&budget.MemoryConfig{Location: loc, HoldTTL: cfg.Budgets.HoldTTL}); err != nil {
-			return nil, fmt.Errorf("gatekit: %w", err)
-		}
-	}
-	prices := pricing(cfg)
-	mw, err := middleware.BudgetConfig{
-		Ledger:    g.ledger,
-		ScopesFor: newBillable(cfg).scopesFor,
-		Estimate:  prices.Estimate,
-		Cost:      prices.Cost,
-		OnSettle:  cfg.OnSettle,
-		Fail:      failMode(cfg.Budgets.Fail),
-		Metrics:   g.metrics,
-		Logger:    cfg.Logger,
-	}.ToStep()
-	if err != nil {
-		return nil, fmt.Errorf("gatekit: %w", err)
-	}
-	return mw, nil
-}
+// SettleInFlight settles every request still running with the usage its
+// handler has reported so far ([middleware.ReportUsage] or
+// [middleware.ReportProgress]): for a server whose shutdown grace period
+// ended with requests still open, such as streams to clients that stopped
+// reading. Their handlers, if they go on, are not settled again. It
+// returns how many it settled.
+func (g *Gate) SettleInFlight() int { return g.inFlight.SettleAll() }
+
+// InFlight returns how many requests hold a reservation.
+func (g *Gate) InFlight() int { return g.inFlight.Len() }
 
 // idempotencyMiddleware builds the idempotency middleware of cfg, on its
 // routes only, with a memory store unless cfg.IdempotencyStore is set.
@@ -238,13 +224,9 @@ func (g *Gate) idempotencyMiddleware(cfg Config) (middleware.Step, error) {
 	return mw, nil
 }
 
-// Ledger returns the budget ledger g uses, or nil when no route is
-// billable.
-func (g *Gate) Ledger() budget.Ledger { return g.ledger }
-
-// Limiter returns the rate-limit store g uses, or nil when no keys are
+// Store returns the admission store g uses, or nil when no keys are
 // configured.
-func (g *Gate) Limiter() ratelimit.Limiter { return g.limiter }
+func (g *Gate) Store() admission.Store { return g.store }
 
 // Keys returns the key store g authenticates with, or nil when none is
 // configured.

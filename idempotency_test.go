@@ -83,7 +83,7 @@ func TestRetryAfterLostResponseIsChargedOnce(t *testing.T) {
 	if proxied.Load() != 2 {
 		t.Fatalf("%d attempts through the proxy", proxied.Load())
 	}
-	if b := balance(t, gate.Ledger(), "key", "k1", 10_000); b.Spent != 100 || b.Held != 0 {
+	if b := balance(t, gate.Store(), "key", "k1", 10_000); b.Spent != 100 || b.Held != 0 {
 		t.Fatalf("charged %v, want 100 once", b)
 	}
 	st, err := gate.Status(context.Background(), principal(t, gate, "sk-1"), http.MethodPost, "/v1/work")
@@ -110,7 +110,7 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 	body := `{"model":"m","max_tokens":5,"mode":"wait"}`
 	first := make(chan *http.Response, 1)
 	go func() { first <- workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "dup-1", body) }()
-	waitFor(t, func() bool { return balance(t, gate.Ledger(), "key", "k1", 10_000).Held > 0 })
+	waitFor(t, func() bool { return balance(t, gate.Store(), "key", "k1", 10_000).Held > 0 })
 
 	var wg sync.WaitGroup
 	var conflicts atomic.Int64
@@ -139,7 +139,7 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 	if readAll(t, res); res.StatusCode != 200 || res.Header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("after completion: %d %v", res.StatusCode, res.Header)
 	}
-	if b := balance(t, gate.Ledger(), "key", "k1", 10_000); b.Spent != 15 {
+	if b := balance(t, gate.Store(), "key", "k1", 10_000); b.Spent != 15 {
 		t.Fatalf("spent %v, want one request's 15", b.Spent)
 	}
 }
@@ -156,7 +156,7 @@ func TestIdempotencyKeyMisuse(t *testing.T) {
 	if res.StatusCode != 200 || res.Header.Get("Idempotent-Replayed") != "" {
 		t.Fatalf("another principal got a replay: %d %v", res.StatusCode, res.Header)
 	}
-	if b := balance(t, gate.Ledger(), "key", "k2", 10_000); b.Spent != 20 {
+	if b := balance(t, gate.Store(), "key", "k2", 10_000); b.Spent != 20 {
 		t.Fatalf("k2 spent %v", b.Spent)
 	}
 

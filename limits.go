@@ -60,7 +60,7 @@ func newLimitResolver(cfg Config) *limitResolver {
 	return r
 }
 
-// limitsFor is a middleware.RateLimitConfig.LimitsFor.
+// limitsFor is a middleware.AdmissionConfig.LimitsFor.
 func (r *limitResolver) limitsFor(c echo.Context, p *middleware.Principal) middleware.Limits {
 	return r.limits(p, c.Request().Method, c.Path())
 }
@@ -156,7 +156,7 @@ func newBillable(cfg Config) *billable {
 	return b
 }
 
-// scopesFor is a middleware.BudgetConfig.ScopesFor.
+// scopesFor is a middleware.AdmissionConfig.BudgetsFor.
 func (b *billable) scopesFor(c echo.Context, p *middleware.Principal) []budget.Scope {
 	if ok, _ := b.routes.get(c.Request().Method, c.Path()); !ok {
 		return nil
@@ -164,14 +164,14 @@ func (b *billable) scopesFor(c echo.Context, p *middleware.Principal) []budget.S
 	return p.Budgets
 }
 
-// pricing builds the chat pricing of cfg.Prices.
-func pricing(cfg Config) *middleware.ChatPricing {
-	cp := &middleware.ChatPricing{Models: map[string]middleware.Price{}, MaxOutputTokens: cfg.Prices.MaxOutputTokens, CountTokens: cfg.CountTokens}
+// prices builds the price list of cfg.Prices.
+func prices(cfg Config) *middleware.Prices {
+	ps := &middleware.Prices{Models: map[string]middleware.Price{}}
 	for model, pc := range cfg.Prices.Models {
-		cp.Models[model] = middleware.Price{Input: budget.Micros(pc.Input), Output: budget.Micros(pc.Output)}
+		ps.Models[model] = middleware.Price{Input: budget.Micros(pc.Input), Output: budget.Micros(pc.Output)}
 	}
 	if d := cfg.Prices.Default; d != nil {
-		cp.Default = &middleware.Price{Input: budget.Micros(d.Input), Output: budget.Micros(d.Output)}
+		ps.Default = &middleware.Price{Input: budget.Micros(d.Input), Output: budget.Micros(d.Output)}
 	}
-	return cp
+	return ps
 }

@@ -2,7 +2,6 @@ package gatekit_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,12 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatekit/gatekit"
+	"github.com/gatekit/gatekit/admission"
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/examples/provider/app"
-	"github.com/gatekit/gatekit/internal/redistest"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/ratelimit"
-	"github.com/gatekit/gatekit/ratelimit/redisstore"
 )
 
 // fakeClock is a clock tests move by hand.
@@ -52,11 +49,11 @@ func newLimitedProvider(t *testing.T, clock *fakeClock, mutate func(*gatekit.Con
 	t.Helper()
 	cfg := demoConfig(t)
 	cfg.Logger = discardLogger()
-	lim, err := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: clock.Now})
+	store, err := admission.NewMemory(&admission.MemoryConfig{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Limiter = lim
+	cfg.Store = store
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -172,37 +169,6 @@ func TestRequestLimitAnswers429WithHonestHints(t *testing.T) {
 	}
 }
 
-func TestTokenLimitChargesReportedUsage(t *testing.T) {
-	clock := newFakeClock()
-	srv := newLimitedProvider(t, clock, func(c *gatekit.Config) {
-		c.Tiers["free"] = gatekit.TierConfig{Models: []string{"gk-echo"}, LimitConfig: gatekit.LimitConfig{RPM: 1000, TPM: 100}}
-	})
-	free := withKey("sk-demo-free")
-	words := strings.TrimSpace(strings.Repeat("w ", 30)) // 30 prompt + 30 completion tokens
-	res := chat(t, free, srv.URL, "gk-echo", words)
-	res.Body.Close()
-	if res.StatusCode != 200 || res.Header.Get("X-Ratelimit-Remaining-Tokens") != "100" {
-		t.Fatalf("first: %d %v", res.StatusCode, res.Header)
-	}
-	res = chat(t, free, srv.URL, "gk-echo", words) // 40 left before it; 60 charged after: debt of 20
-	res.Body.Close()
-	if res.StatusCode != 200 || res.Header.Get("X-Ratelimit-Remaining-Tokens") != "40" {
-		t.Fatalf("second: %d %v", res.StatusCode, res.Header.Get("X-Ratelimit-Remaining-Tokens"))
-	}
-	res = chat(t, free, srv.URL, "gk-echo", "hi")
-	env := checkEnvelope(t, res, apierrors.CodeTokensExceeded)
-	// 20 tokens in debt + 1 to be allowed, at 100 per minute: 12.6 s, rounded up.
-	if *env.Error.RetryAfter != 13 || res.Header.Get("Retry-After-Ms") != "12600" {
-		t.Fatalf("tokens 429: %d, %v", *env.Error.RetryAfter, res.Header)
-	}
-	clock.Advance(12600 * time.Millisecond)
-	res = chat(t, free, srv.URL, "gk-echo", "hi")
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("after the debt: %d", res.StatusCode)
-	}
-}
-
 func TestKeyOverridesTierAndTierOverridesRoute(t *testing.T) {
 	srv := newLimitedProvider(t, newFakeClock(), func(c *gatekit.Config) {
 		c.Routes["GET /v1/models"] = gatekit.RouteConfig{LimitConfig: gatekit.LimitConfig{RPM: 2}}
@@ -222,7 +188,7 @@ func TestKeyOverridesTierAndTierOverridesRoute(t *testing.T) {
 	}
 }
 
-func TestMetricsCountDecisionsByPrincipalNeverKey(t *testing.T) {
+func TestMetricsCountRefusalsByLimitNeverByKey(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	srv := newLimitedProvider(t, newFakeClock(), func(c *gatekit.Config) { c.Metrics = reg })
 	free := withKey("sk-demo-free")
@@ -241,15 +207,19 @@ func TestMetricsCountDecisionsByPrincipalNeverKey(t *testing.T) {
 	if strings.Contains(text.String(), "sk-demo") {
 		t.Fatal("a raw key is a metric label")
 	}
-	if n := counterValue(t, reg, "gatekit_ratelimit_denied_by_principal_total", "demo-free"); n != 1 {
-		t.Fatalf("denied for demo-free = %v", n)
+	if strings.Contains(text.String(), "demo-free") {
+		t.Fatal("a principal is a metric label")
 	}
-	if !strings.Contains(text.String(), `value:"denied"`) || !strings.Contains(text.String(), `value:"/v1/chat/completions"`) || !strings.Contains(text.String(), `value:"POST"`) {
-		t.Fatalf("decision labels missing:\n%s", text.String())
+	for _, want := range []string{`name:"gatekit_admission_refused_total"`, `value:"requests"`, `value:"/v1/chat/completions"`, `value:"POST"`, `counter:{value:1`,
+		`name:"gatekit_admission_admitted_total"`, `counter:{value:10`} {
+		if !strings.Contains(text.String(), want) {
+			t.Fatalf("%s missing:\n%s", want, text.String())
+		}
 	}
 }
 
-// counterValue reads a counter by name and its single label value.
+// counterValue reads a counter by name and its single label value, or of
+// a counter without labels when label is "".
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
@@ -261,7 +231,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
+			if (label == "" && len(m.GetLabel()) == 0) || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label) {
 				return m.GetCounter().GetValue()
 			}
 		}
@@ -270,208 +240,9 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 	return 0
 }
 
-// redisProviders serves the demo API from n Echo instances, each with its
-// own Redis client, sharing limits through srv.
-func redisProviders(t *testing.T, srv *redistest.Server, n int, mutate func(*gatekit.Config)) []*httptest.Server {
-	t.Helper()
-	prefix := srv.KeyPrefix(t)
-	var out []*httptest.Server
-	for range n {
-		store, err := redisstore.New(srv.Client(t), &redisstore.Config{Prefix: prefix, Timeout: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := demoConfig(t)
-		cfg.Logger = discardLogger()
-		cfg.Limiter = store
-		if mutate != nil {
-			mutate(&cfg)
-		}
-		e, _, err := app.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := httptest.NewServer(e)
-		t.Cleanup(s.Close)
-		out = append(out, s)
-	}
-	return out
-}
-
-// TestRedisLimitsHoldAcrossEchoInstances: 3 Echo instances x 32 goroutines
-// on one redis-server allow no more than burst + rate x elapsed.
-func TestRedisLimitsHoldAcrossEchoInstances(t *testing.T) {
-	rs := redistest.Start(t)
-	const rpm = 600 // 10 per second, with a burst of 20
-	providers := redisProviders(t, rs, 3, func(c *gatekit.Config) {
-		c.Tiers["pro"] = gatekit.TierConfig{LimitConfig: gatekit.LimitConfig{RPM: rpm, RPMBurst: 20}}
-	})
-	var allowed, denied atomic.Int64
-	start := time.Now()
-	deadline := start.Add(700 * time.Millisecond)
-	var wg sync.WaitGroup
-	for i := range 3 * 32 {
-		wg.Add(1)
-		go func(url string) {
-			defer wg.Done()
-			client := &http.Client{Transport: keyTransport("sk-demo-pro")}
-			for time.Now().Before(deadline) {
-				res, err := client.Get(url + "/v1/models")
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				switch res.StatusCode {
-				case 200:
-					allowed.Add(1)
-				case 429:
-					denied.Add(1)
-				default:
-					t.Errorf("status %d", res.StatusCode)
-					return
-				}
-			}
-		}(providers[i%3].URL)
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	// The bound uses the longest the window could have been open.
-	bound := 20 + int64(float64(rpm)/60*elapsed.Seconds()) + 1
-	if allowed.Load() > bound || allowed.Load() < 20 || denied.Load() == 0 {
-		t.Fatalf("allowed %d (denied %d) in %v; bound %d", allowed.Load(), denied.Load(), elapsed, bound)
-	}
-	t.Logf("allowed %d, denied %d in %v (bound %d)", allowed.Load(), denied.Load(), elapsed, bound)
-}
-
-// TestRedisDeniedFloodCostsNoStoreCalls: once a principal is denied, its
-// further requests are answered from the remembered denial, with the hints
-// counted down, until the store could answer otherwise: a flood of 429s
-// does not reach Redis.
-func TestRedisDeniedFloodCostsNoStoreCalls(t *testing.T) {
-	rs := redistest.Start(t)
-	providers := redisProviders(t, rs, 1, func(c *gatekit.Config) {
-		c.Tiers["pro"] = gatekit.TierConfig{LimitConfig: gatekit.LimitConfig{RPM: 1}}
-	})
-	client := &http.Client{Transport: keyTransport("sk-demo-pro")}
-	get := func() *http.Response {
-		res, err := client.Get(providers[0].URL + "/v1/models")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		return res
-	}
-	if res := get(); res.StatusCode != 200 {
-		t.Fatalf("first request: %d", res.StatusCode)
-	}
-	before := scriptCalls(t, rs)
-	const flood = 200
-	lastMs := int64(60_001)
-	for i := range flood {
-		res := get()
-		if res.StatusCode != 429 {
-			t.Fatalf("request %d of the flood: %d", i, res.StatusCode)
-		}
-		ms, err := strconv.ParseInt(res.Header.Get("Retry-After-Ms"), 10, 64)
-		if err != nil || ms <= 0 || ms > lastMs || res.Header.Get("Retry-After") != strconv.FormatInt((ms+999)/1000, 10) {
-			t.Fatalf("request %d: Retry-After %q, Retry-After-Ms %q after %d", i, res.Header.Get("Retry-After"), res.Header.Get("Retry-After-Ms"), lastMs)
-		}
-		lastMs = ms
-	}
-	// The first two denials ask the store (the second is timed); the rest
-	// are remembered.
-	if calls := scriptCalls(t, rs) - before; calls > 2 {
-		t.Fatalf("%d denied requests made %d script calls, want at most 2", flood, calls)
-	}
-}
-
-// scriptCalls is how many EVAL and EVALSHA calls rs has served.
-func scriptCalls(t *testing.T, rs *redistest.Server) int64 {
-	t.Helper()
-	info, err := rs.Client(t).Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var total int64
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
-		if !ok || (name != "cmdstat_eval" && name != "cmdstat_evalsha") {
-			continue
-		}
-		n, _, _ := strings.Cut(rest, ",")
-		v, err := strconv.ParseInt(n, 10, 64)
-		if err != nil {
-			t.Fatalf("commandstats line %q: %v", line, err)
-		}
-		total += v
-	}
-	return total
-}
-
-// TestRedisOutageFailsClosedOrOpenWithinTheTimeout stops redis-server under
-// a running service: requests keep answering within the store timeout (503
-// when failing closed, 200 unlimited when failing open) and limiting resumes
-// when Redis is back.
-func TestRedisOutageFailsClosedOrOpenWithinTheTimeout(t *testing.T) {
-	for _, mode := range []string{"closed", "open"} {
-		t.Run(mode, func(t *testing.T) {
-			rs := redistest.Start(t)
-			srv := redisProviders(t, rs, 1, func(c *gatekit.Config) {
-				c.RateLimit.Fail = mode
-				c.Tiers["pro"] = gatekit.TierConfig{LimitConfig: gatekit.LimitConfig{RPM: 1000}}
-			})[0]
-			get := func() (*http.Response, time.Duration) {
-				start := time.Now()
-				res, err := pro.Get(srv.URL + "/v1/models")
-				if err != nil {
-					t.Fatal(err)
-				}
-				io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				return res, time.Since(start)
-			}
-			if res, _ := get(); res.StatusCode != 200 {
-				t.Fatalf("before: %d", res.StatusCode)
-			}
-			if err := rs.Stop(); err != nil {
-				t.Fatal(err)
-			}
-			res, took := get()
-			if took > 2*time.Second {
-				t.Fatalf("request took %v with Redis down", took)
-			}
-			want := map[string]int{"closed": 503, "open": 200}[mode]
-			if res.StatusCode != want {
-				t.Fatalf("with Redis down: %d, want %d", res.StatusCode, want)
-			}
-			if mode == "closed" && (res.Header.Get("Retry-After") == "" || res.Header.Get("X-Should-Retry") != "true") {
-				t.Fatalf("503 without retry hints: %v", res.Header)
-			}
-			if err := rs.Restart(); err != nil {
-				t.Fatal(err)
-			}
-			// Limiting resumes: the limit headers come back.
-			var ok bool
-			for range 50 {
-				res, _ = get()
-				if res.StatusCode == 200 && res.Header.Get("X-Ratelimit-Limit-Requests") != "" {
-					ok = true
-					break
-				}
-			}
-			if !ok {
-				t.Fatalf("limiting did not resume: %d %v", res.StatusCode, res.Header)
-			}
-		})
-	}
-}
-
 func TestRateLimitWithoutPrincipalIsNotLimited(t *testing.T) {
-	lim, _ := ratelimit.NewMemory(nil)
-	mw, err := middleware.RateLimitConfig{Limiter: lim, LimitsFor: func(echo.Context, *middleware.Principal) middleware.Limits {
+	store, _ := admission.NewMemory(nil)
+	mw, err := middleware.AdmissionConfig{Store: store, LimitsFor: func(echo.Context, *middleware.Principal) middleware.Limits {
 		p := ratelimit.PerMinute(1)
 		return middleware.Limits{Requests: &p}
 	}}.ToMiddleware()

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatekit/gatekit/admission"
 	"github.com/gatekit/gatekit/budget"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/ratelimit"
@@ -13,14 +14,17 @@ import (
 // KeyStatus is what a key may still do: its limits on a route and its
 // budgets, as a status route shows the key's holder. It marshals to JSON.
 type KeyStatus struct {
-	ID       string         `json:"id"`
-	Account  string         `json:"account"`
-	Tier     string         `json:"tier,omitempty"`
-	Models   []string       `json:"models,omitempty"`
-	Route    string         `json:"route"`
-	Requests *LimitStatus   `json:"requests,omitempty"`
-	Tokens   *LimitStatus   `json:"tokens,omitempty"`
-	Budgets  []BudgetStatus `json:"budgets"`
+	ID       string       `json:"id"`
+	Account  string       `json:"account"`
+	Tier     string       `json:"tier,omitempty"`
+	Models   []string     `json:"models,omitempty"`
+	Route    string       `json:"route"`
+	Requests *LimitStatus `json:"requests,omitempty"`
+	Tokens   *LimitStatus `json:"tokens,omitempty"`
+	// MaxParallel is how many of the key's requests may run on the route
+	// at once; 0 for no limit.
+	MaxParallel int64          `json:"max_parallel,omitempty"`
+	Budgets     []BudgetStatus `json:"budgets"`
 }
 
 // LimitStatus is one rate limit's state.
@@ -52,36 +56,50 @@ type BudgetStatus struct {
 // and p's budgets, without spending anything from either.
 func (g *Gate) Status(ctx context.Context, p *middleware.Principal, method, route string) (KeyStatus, error) {
 	st := KeyStatus{ID: p.ID, Account: p.Account, Tier: p.Tier, Models: p.Models, Route: method + " " + route, Budgets: []BudgetStatus{}}
-	if g.limiter != nil && g.limitsR != nil {
-		lim := g.limitsR.limits(p, method, route)
-		for _, l := range []struct {
-			policy *ratelimit.Policy
-			tokens bool
-			out    **LimitStatus
-		}{{lim.Requests, false, &st.Requests}, {lim.Tokens, true, &st.Tokens}} {
-			if l.policy == nil {
-				continue
-			}
-			d, err := g.limiter.Allow(ctx, middleware.LimitKey(p.ID, method, route, l.tokens), *l.policy, 0)
-			if err != nil {
-				return KeyStatus{}, err
-			}
-			*l.out = &LimitStatus{Limit: l.policy.Limit, Window: l.policy.Window.String(), Remaining: d.Remaining, ResetsIn: d.ResetAfter.String()}
+	if g.store == nil {
+		return st, nil
+	}
+	lim := g.limitsR.limits(p, method, route)
+	st.MaxParallel = lim.MaxParallel
+	tag := p.Account
+	if tag == "" {
+		tag = p.ID
+	}
+	look := admission.Request{Tag: tag}
+	var rates [2]admission.Rate
+	var outs [2]**LimitStatus
+	for _, l := range []struct {
+		policy *ratelimit.Policy
+		tokens bool
+		out    **LimitStatus
+	}{{lim.Requests, false, &st.Requests}, {lim.Tokens, true, &st.Tokens}} {
+		if l.policy != nil {
+			rates[len(look.Rates)] = admission.Rate{Key: middleware.LimitKey(p.ID, method, route, l.tokens), Policy: *l.policy}
+			outs[len(look.Rates)] = l.out
+			look.Rates = rates[:len(look.Rates)+1]
 		}
 	}
-	if g.ledger != nil {
-		for _, s := range p.Budgets {
-			b, err := g.ledger.Balance(ctx, s)
-			if err != nil {
-				return KeyStatus{}, err
-			}
-			bs := BudgetStatus{Kind: s.Kind, ID: s.ID, Period: s.Period.String(), Limit: usd(b.Limit), Spent: usd(b.Spent), Held: usd(b.Held), Remaining: usd(b.Remaining)}
-			if !b.ResetsAt.IsZero() {
-				t := b.ResetsAt
-				bs.ResetsAt = &t
-			}
-			st.Budgets = append(st.Budgets, bs)
+	if len(look.Rates) > 0 {
+		res, err := g.store.Reserve(ctx, &look)
+		if err != nil {
+			return KeyStatus{}, err
 		}
+		for i, r := range look.Rates {
+			d := res.Rates[i]
+			*outs[i] = &LimitStatus{Limit: r.Policy.Limit, Window: r.Policy.Window.String(), Remaining: d.Remaining, ResetsIn: d.ResetAfter.String()}
+		}
+	}
+	for _, s := range p.Budgets {
+		b, err := g.store.Balance(ctx, s)
+		if err != nil {
+			return KeyStatus{}, err
+		}
+		bs := BudgetStatus{Kind: s.Kind, ID: s.ID, Period: s.Period.String(), Limit: usd(b.Limit), Spent: usd(b.Spent), Held: usd(b.Held), Remaining: usd(b.Remaining)}
+		if !b.ResetsAt.IsZero() {
+			t := b.ResetsAt
+			bs.ResetsAt = &t
+		}
+		st.Budgets = append(st.Budgets, bs)
 	}
 	return st, nil
 }

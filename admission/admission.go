@@ -214,6 +214,10 @@ type SettleResult struct {
 // spent is money spent) for the store's settle grace; after that it
 // returns ErrUnknownReservation and records nothing.
 //
+// A Request with no slot or budget claim and N == 0 in every rate claim is
+// a look: Reserve answers it as any other, but takes nothing and makes no
+// reservation (its ID is zero, and there is nothing to settle).
+//
 // Settle must be given the Request its reservation was made with: stores
 // keep only what they must, and read the claims from it. It frees the
 // slots, ends the budget holds recording u.Cost (capped by r.Cost) as
@@ -293,3 +297,18 @@ func Validate(r *Request) error {
 	}
 	return nil
 }
+
+// Look reports whether r takes nothing and makes no reservation: no slot
+// or budget claim, and N == 0 in every rate claim (see Store).
+func (r *Request) Look() bool {
+	if len(r.Slots) > 0 || len(r.Budgets) > 0 {
+		return false
+	}
+	for _, c := range r.Rates {
+		if c.N != 0 {
+			return false
+		}
+	}
+	return true
+}
+

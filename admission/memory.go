@@ -191,6 +191,10 @@ func (m *Memory) Reserve(ctx context.Context, r *Request) (Result, error) {
 	if res.Refused != KindNone {
 		return res, nil
 	}
+	if r.Look() {
+		res.Allowed = true
+		return res, nil
+	}
 	var hold budget.HoldID
 	if len(r.Budgets) > 0 {
 		hr, err := m.ledger.Hold(ctx, r.Budgets, r.Cost)

@@ -11,9 +11,8 @@
 // which scope refused when one has no room; concurrent requests can therefore
 // never spend more than a budget between them. After the work, Settle
 // replaces the hold by the actual cost; Release drops it when the work failed
-// before costing anything; Extend grows it for a stream whose cost outgrows
-// its estimate. A hold that is never settled expires on its own after a TTL,
-// so a crashed process leaks nothing.
+// before costing anything. A hold that is never settled expires on its own
+// after a TTL, so a crashed process leaks nothing.
 //
 // Periods are calendar-aligned in a configured time zone (a day in
 // America/New_York lasts 23 or 25 hours when the clocks change) and need no

@@ -123,8 +123,8 @@ func ValidateHold(scopes []Scope, amount Micros) error {
 	return ValidateAmount(amount)
 }
 
-// ValidateAmount reports why m cannot be held, settled or added to a hold,
-// or nil if it can. The error wraps ErrInvalidAmount.
+// ValidateAmount reports why m cannot be held or settled, or nil if it can.
+// The error wraps ErrInvalidAmount.
 func ValidateAmount(m Micros) error {
 	if m < 0 || m > MaxMicros {
 		return fmt.Errorf("%w: %d is outside [0, MaxMicros]", ErrInvalidAmount, int64(m))
@@ -133,8 +133,8 @@ func ValidateAmount(m Micros) error {
 }
 
 // HoldID identifies a hold within the Ledger that made it. Ledgers choose
-// its fields; callers only keep it to pass back to Extend, Settle or
-// Release. The zero HoldID identifies no hold.
+// its fields; callers only keep it to pass back to Settle or Release. The
+// zero HoldID identifies no hold.
 type HoldID struct {
 	// Tag is the Tag of the hold's scopes.
 	Tag string
@@ -170,13 +170,12 @@ func NewBalance(limit, spent, held Micros, resetsAt time.Time) Balance {
 	return Balance{Limit: limit, Spent: spent, Held: held, Remaining: max(limit-spent-held, 0), ResetsAt: resetsAt}
 }
 
-// HoldResult is a Ledger's answer to Hold or Extend.
+// HoldResult is a Ledger's answer to Hold.
 type HoldResult struct {
 	// Allowed reports whether the amount was reserved, in every scope.
 	// A refusal reserves nothing anywhere.
 	Allowed bool
-	// ID identifies the hold: the new hold after a Hold, the same hold
-	// after an Extend. It is the zero HoldID when Hold refused.
+	// ID identifies the new hold; it is the zero HoldID when Hold refused.
 	ID HoldID
 	// Scope is the budget that Balance describes. When refused, it is the
 	// first of the hold's scopes (in the order given to Hold) that had no
@@ -190,7 +189,7 @@ type HoldResult struct {
 
 // SettleResult is a Ledger's answer to Settle.
 type SettleResult struct {
-	// Held is what the hold had reserved, Extends included.
+	// Held is what the hold had reserved: the amount given to Hold.
 	Held Micros
 	// Expired reports that the hold had outlived its TTL, so no longer
 	// reserved anything; the actual cost was recorded as spent all the
@@ -214,9 +213,9 @@ type SettleResult struct {
 // any amount, and a hold of 0 (for work whose cost is only known afterwards)
 // is refused by an exhausted budget.
 //
-// Every hold expires after the Ledger's HoldTTL unless settled, released or
-// extended before: it then stops reserving anything, so a process that
-// crashes between Hold and Settle leaks nothing. Its record is kept for the
+// Every hold expires after the Ledger's HoldTTL unless settled or released
+// before: it then stops reserving anything, so a process that crashes
+// between Hold and Settle leaks nothing. Its record is kept for the
 // Ledger's SettleGrace more, so that a late Settle still records what was
 // spent (money spent is money spent, however late it is reported); after
 // that the hold is forgotten and Settle returns ErrUnknownHold.
@@ -233,14 +232,6 @@ type Ledger interface {
 	// with the same Tag), in each one's current period, if it fits all of
 	// them, and nothing anywhere otherwise.
 	Hold(ctx context.Context, scopes []Scope, amount Micros) (HoldResult, error)
-
-	// Extend adds more to hold id and restarts its TTL, if more fits every
-	// one of its budgets (checked against the Limits given to Hold); when
-	// it does not, the hold is left as it was and the HoldResult names the
-	// budget that refused. Extend of 0 always succeeds and only restarts
-	// the TTL. Extend of a hold that expired (but is not yet forgotten)
-	// reserves its whole amount, more included, again if that fits.
-	Extend(ctx context.Context, id HoldID, more Micros) (HoldResult, error)
 
 	// Settle ends hold id, recording actual, which may be more or less than
 	// the amount held, as spent in every one of its budgets, in the period

@@ -27,8 +27,8 @@ type MemoryConfig struct {
 	Now func() time.Time
 	// Location is the time zone whose calendar periods follow; default UTC.
 	Location *time.Location
-	// HoldTTL is how long a hold reserves its amount unless settled,
-	// released or extended; default DefaultHoldTTL.
+	// HoldTTL is how long a hold reserves its amount unless settled or
+	// released; default DefaultHoldTTL.
 	HoldTTL time.Duration
 	// SettleGrace is how long after a hold expires Settle still records
 	// its cost; default DefaultSettleGrace. After that the hold is
@@ -237,45 +237,6 @@ func (m *Memory) Hold(_ context.Context, scopes []Scope, amount Micros) (HoldRes
 		ID:      HoldID{Tag: h.tag, Seq: uint64(h.gen)<<32 | uint64(slot)},
 		Scope:   scopes[best],
 		Balance: NewBalance(scopes[best].Limit, c.spent, c.held, c.resetsAt),
-	}, nil
-}
-
-// Extend implements Ledger.Extend.
-func (m *Memory) Extend(_ context.Context, id HoldID, more Micros) (HoldResult, error) {
-	if err := ValidateAmount(more); err != nil {
-		return HoldResult{}, err
-	}
-	ns := m.now().UnixNano()
-	sh := m.shard(id.Tag)
-
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	sh.advance(ns, m.grace)
-	slot, h := sh.find(id)
-	if h == nil {
-		return HoldResult{}, ErrUnknownHold
-	}
-	add := more
-	if h.state == holdExpired {
-		add = h.amount + more
-	}
-	for i, c := range h.counters[:h.n] {
-		if (h.state == holdExpired || more > 0) && !fits(h.limits[i], c.spent, c.held, add) {
-			return HoldResult{Scope: h.scope(i), Balance: NewBalance(h.limits[i], c.spent, c.held, c.resetsAt)}, nil
-		}
-	}
-	for _, c := range h.counters[:h.n] {
-		c.held += add
-	}
-	h.state, h.amount, h.expires = holdLive, h.amount+more, ns+m.ttl
-	sh.reschedule(slot, h.expires)
-	i := h.tightest()
-	c := h.counters[i]
-	return HoldResult{
-		Allowed: true,
-		ID:      id,
-		Scope:   h.scope(i),
-		Balance: NewBalance(h.limits[i], c.spent, c.held, c.resetsAt),
 	}, nil
 }
 

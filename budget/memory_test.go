@@ -135,7 +135,6 @@ func TestMemoryHoldAndSettleAllocateNothing(t *testing.T) {
 	}
 	warm := func() {
 		r, _ := m.Hold(ctx, scopes, budget.Cent)
-		m.Extend(ctx, r.ID, budget.Cent)
 		m.Settle(ctx, r.ID, budget.Cent)
 		r, _ = m.Hold(ctx, scopes, budget.Cent)
 		m.Release(ctx, r.ID)
@@ -146,9 +145,8 @@ func TestMemoryHoldAndSettleAllocateNothing(t *testing.T) {
 			r, _ := m.Hold(ctx, scopes, budget.Cent)
 			m.Settle(ctx, r.ID, budget.Micro)
 		},
-		"HoldExtendRelease": func() {
+		"HoldRelease": func() {
 			r, _ := m.Hold(ctx, scopes, budget.Cent)
-			m.Extend(ctx, r.ID, budget.Cent)
 			m.Release(ctx, r.ID)
 		},
 		"Refused": func() { m.Hold(ctx, scopes, budget.MaxMicros) },

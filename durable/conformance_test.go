@@ -111,12 +111,6 @@ func (r *restartingLedger) Hold(ctx context.Context, scopes []budget.Scope, amou
 	return res, err
 }
 
-func (r *restartingLedger) Extend(ctx context.Context, id budget.HoldID, more budget.Micros) (budget.HoldResult, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.s.Ledger().Extend(ctx, id, more)
-}
-
 func (r *restartingLedger) Settle(ctx context.Context, id budget.HoldID, actual budget.Micros) (budget.SettleResult, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

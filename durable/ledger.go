@@ -20,14 +20,6 @@ func (l *ledger) Hold(ctx context.Context, scopes []budget.Scope, amount budget.
 	return l.s.budgets.Hold(ctx, scopes, amount)
 }
 
-// Extend implements budget.Ledger.Extend.
-func (l *ledger) Extend(ctx context.Context, id budget.HoldID, more budget.Micros) (budget.HoldResult, error) {
-	if l.s.closed.Load() {
-		return budget.HoldResult{}, ErrClosed
-	}
-	return l.s.budgets.Extend(ctx, id, more)
-}
-
 // Settle implements budget.Ledger.Settle. The settlement is queued for the
 // next write; with a negative FlushInterval, Settle returns once it is
 // written, with the write's error if it failed (the settlement is recorded

@@ -66,8 +66,8 @@ type Config struct {
 	// another zone's periods is reloaded into the period of this one that
 	// contains their start.
 	Location *time.Location
-	// HoldTTL is how long a hold reserves its amount unless settled,
-	// released or extended; default budget.DefaultHoldTTL.
+	// HoldTTL is how long a hold reserves its amount unless settled or
+	// released; default budget.DefaultHoldTTL.
 	HoldTTL time.Duration
 	// SettleGrace is how long after a hold expires Settle still records
 	// its cost; default budget.DefaultSettleGrace.

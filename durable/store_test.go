@@ -311,7 +311,6 @@ func TestCallsAfterCloseFail(t *testing.T) {
 		"Flush":    s.Flush(),
 		"Settle":   second(s.Ledger().Settle(ctx, r.ID, 1)),
 		"Hold":     second(s.Ledger().Hold(ctx, []budget.Scope{key}, 1)),
-		"Extend":   second(s.Ledger().Extend(ctx, r.ID, 1)),
 		"Release":  s.Ledger().Release(ctx, r.ID),
 		"Balance":  second(s.Ledger().Balance(ctx, key)),
 		"Begin":    second(s.Idempotency().Begin(ctx, "k", "fp", time.Minute)),

@@ -331,7 +331,7 @@ func (a *admitter) plan(ad *admitted, lim Limits, scopes []budget.Scope, est Est
 		}
 		switch {
 		case prompt+allowance > burst && (explicit || prompt >= burst):
-			return tooLarge(p, prompt, allowance, explicit, *lim.Tokens)
+			return tooLarge(p, prompt, est.MaxOutputTokens, explicit, *lim.Tokens)
 		case prompt+allowance > burst:
 			allowance = burst - prompt
 		}
@@ -342,7 +342,7 @@ func (a *admitter) plan(ad *admitted, lim Limits, scopes []budget.Scope, est Est
 		}
 		fits := price.OutputFor(sc.Limit, prompt)
 		if explicit || fits < 1 {
-			return overBudget(sc, price.Cost(prompt, allowance))
+			return overBudget(sc, price.Cost(prompt, max(allowance, est.MaxOutputTokens)))
 		}
 		allowance = fits
 	}
@@ -499,11 +499,11 @@ func (a *admitter) refusal(ad *admitted, res *admission.Result) error {
 			}
 			msg := fmt.Sprintf("Rate limit reached for %s on tokens: limit %d per %s, requested %d, remaining %d. Please try again in %ds.",
 				p.ID, r.Policy.Limit, windowName(r.Policy.Window), r.N, res.Rates[res.Index].Remaining, apierrors.Seconds(res.RetryAfter()))
-			return apierrors.TokensExceeded(msg, ceilSecond(res.RetryAfter()))
+			return apierrors.TokensExceeded(msg, res.RetryAfter())
 		}
 		msg := fmt.Sprintf("Rate limit reached for %s on requests: limit %d per %s. Please try again in %ds.",
 			p.ID, r.Policy.Limit, windowName(r.Policy.Window), apierrors.Seconds(res.RetryAfter()))
-		return apierrors.RateLimitExceeded(msg, ceilSecond(res.RetryAfter()))
+		return apierrors.RateLimitExceeded(msg, res.RetryAfter())
 	case admission.KindSlot:
 		s := ad.req.Slots[res.Index]
 		msg := fmt.Sprintf("Too many requests in flight for %s: limit %d at once. Please try again when one has finished.", p.ID, s.Limit)
@@ -530,11 +530,6 @@ func refusalName(ad *admitted, res *admission.Result) string {
 		return "concurrency"
 	}
 	return "budget"
-}
-
-// ceilSecond rounds d up to a whole second, so Retry-After is never early.
-func ceilSecond(d time.Duration) time.Duration {
-	return time.Duration(apierrors.Seconds(d)) * time.Second
 }
 
 // tooLarge is the refusal of a request whose tokens can never fit a
@@ -567,6 +562,9 @@ func satAdd(a, b int64) int64 {
 // overBudget is the refusal of a request whose cost can never fit a
 // budget, whatever is spent.
 func overBudget(sc budget.Scope, cost budget.Micros) *apierrors.Error {
+	if sc.Limit == 0 {
+		return apierrors.BudgetExceeded(fmt.Sprintf("Budget exceeded for %s %s: its budget is %s %s.", sc.Kind, sc.ID, sc.Limit, periodName(sc.Period)))
+	}
 	return apierrors.BudgetExceeded(fmt.Sprintf("Request too large for the budget of %s %s: it may cost up to %s, and the budget is %s %s. Send a smaller prompt or max_tokens.",
 		sc.Kind, sc.ID, cost, sc.Limit, periodName(sc.Period)))
 }

@@ -2,11 +2,10 @@
 // minute, tokens per minute, or any other unit per window.
 //
 // A Policy is a token bucket: Limit units per Window, of which at most Burst
-// can be saved up. A Limiter holds one bucket per key and answers Allow (take
-// n units now, or deny with an exact RetryAfter) and Charge (take units after
-// the fact, going into debt if need be, for costs known only once a response
-// is done). Every Decision carries what rate-limit headers need: the limit,
-// the remaining units, and the time until the bucket is full again.
+// can be saved up. A Limiter holds one bucket per key and answers Allow: take
+// n units now, or deny with an exact RetryAfter. Every Decision carries what
+// rate-limit headers need: the limit, the remaining units, and the time until
+// the bucket is full again.
 //
 // Two stores implement Limiter with identical decisions: Memory, in this
 // package, for a single process, and redisstore.Store for several instances

@@ -28,16 +28,10 @@ func ExampleNewMemory() {
 		}
 		fmt.Printf("allowed=%v remaining=%d reset=%v retry=%v\n", d.Allowed, d.Remaining, d.ResetAfter, d.RetryAfter)
 	}
-
-	// Tokens are charged after the response, once the usage is known.
-	tpm := ratelimit.PerMinute(10_000)
-	d, _ := limiter.Charge(ctx, "principal-42:tokens", tpm, 12_500)
-	fmt.Printf("tokens: allowed=%v remaining=%d retry=%v\n", d.Allowed, d.Remaining, d.RetryAfter)
 	// Output:
 	// allowed=true remaining=1 reset=1s retry=0s
 	// allowed=true remaining=0 reset=2s retry=0s
 	// allowed=false remaining=0 reset=2s retry=1s
-	// tokens: allowed=false remaining=0 retry=15.006s
 }
 
 func ExampleSetHeaders() {
@@ -61,7 +55,7 @@ func ExampleRealTimeLimiter() {
 	onTestClock, _ := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: time.Now})
 	for _, l := range []ratelimit.Limiter{own, onTestClock} {
 		rt, ok := l.(ratelimit.RealTimeLimiter)
-		// The middleware remembers denials only when both are true.
+		// A caller may remember denials only when both are true.
 		fmt.Println(ok, ok && rt.RealTime())
 	}
 	// Output:

@@ -21,43 +21,33 @@ var ErrNegativeUnits = errors.New("ratelimit: negative number of units")
 // rolling deploy, the whole units it held carry over, capped by the new
 // burst.) Keys are stored as given, so never use a raw credential as one.
 //
-// For both methods, err is non-nil only when no decision could be made: the
-// store failed or timed out, ctx ended, p is not valid (the error wraps
-// ErrInvalidPolicy) or n is negative (ErrNegativeUnits). A denial is never an
-// error: it is a Decision with Allowed false. Callers choose whether to fail
-// open or closed on error.
+// err is non-nil only when no decision could be made: the store failed or
+// timed out, ctx ended, p is not valid (the error wraps ErrInvalidPolicy) or
+// n is negative (ErrNegativeUnits). A denial is never an error: it is a
+// Decision with Allowed false. Callers choose whether to fail open or closed
+// on error.
 //
 // Implementations are safe for concurrent use, and decisions on one key are
 // atomic across every process sharing the store.
 type Limiter interface {
 	// Allow takes n units from key's bucket if all n are available, and
 	// none otherwise. n == 0 checks without taking anything: it is allowed
-	// when at least one whole unit is available (so a token limit that
-	// Charge drove into debt denies until the debt is repaid). A request
-	// for more than p's burst is always denied (see Decision.RetryAfter).
+	// when at least one whole unit is available. A request for more than
+	// p's burst is always denied (see Decision.RetryAfter). For every
+	// Decision, Allowed == (RetryAfter == 0).
 	Allow(ctx context.Context, key string, p Policy, n int64) (Decision, error)
-
-	// Charge takes n units from key's bucket unconditionally, letting the
-	// balance go negative down to minus p's burst: a debt that later Allow
-	// calls must wait out. It is for costs known only afterwards, such as the
-	// tokens a response used. Its Decision describes the bucket after the
-	// charge: Allowed reports whether a one-unit Allow at the same instant
-	// would succeed (at least one whole unit left), and RetryAfter, when
-	// not allowed, how long until it would. So for every Decision,
-	// Allowed == (RetryAfter == 0).
-	Charge(ctx context.Context, key string, p Policy, n int64) (Decision, error)
 }
 
 // Decision is a Limiter's answer for one key at one instant. Durations are
 // whole milliseconds.
 type Decision struct {
-	// Allowed reports whether the units were granted (for Allow) or whether
-	// the bucket still holds a whole unit (for Charge).
+	// Allowed reports whether the units were granted (for n == 0, whether
+	// the bucket holds a whole unit).
 	Allowed bool
 	// Limit is the Policy's Limit: the units granted per window.
 	Limit int64
 	// Remaining is the whole units left after this decision, never
-	// negative (0 while in debt).
+	// negative.
 	Remaining int64
 	// ResetAfter is how long until the bucket is full again if nothing more
 	// is taken; 0 when it is full.
@@ -74,11 +64,11 @@ type Decision struct {
 // running at its real pace: the memory store on its default clock, and the
 // Redis store on Redis's clock. For them a denial of one unit with
 // RetryAfter r also answers every one-unit request on the same key and
-// Policy over the next r, since nothing but time refills a bucket. The
-// rate-limit middleware relies on that to answer a principal that keeps
-// sending requests while denied without asking the store each time, so
-// that rejecting a flood costs no store calls. A Limiter whose buckets can
-// be refilled otherwise (reset by hand, say) must not claim it.
+// Policy over the next r, since nothing but time refills a bucket. A caller
+// may rely on that to answer a principal that keeps sending requests while
+// denied without asking the store each time, so that rejecting a flood
+// costs no store calls. A Limiter whose buckets can be refilled otherwise
+// (reset by hand, say) must not claim it.
 type RealTimeLimiter interface {
 	Limiter
 	// RealTime reports whether the Limiter keeps real time (a memory store

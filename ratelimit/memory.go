@@ -64,10 +64,9 @@ type Memory struct {
 
 // Memory shares its integer arithmetic with the Redis store instead of
 // wrapping golang.org/x/time/rate, so that the two answer every request
-// identically: rate.Limiter cannot take a charge larger than its burst
-// (ReserveN refuses it and leaves the tokens uncharged), has no bound on
-// debt, reports no retry time from AllowN (ReserveN allocates one), and would
-// cost a pointer and about 80 bytes per key where an entry here is 56.
+// identically: rate.Limiter reports no retry time from AllowN (ReserveN
+// allocates one), and would cost a pointer and about 80 bytes per key where
+// an entry here is 56.
 
 var _ RealTimeLimiter = (*Memory)(nil)
 
@@ -85,7 +84,7 @@ type memoryShard struct {
 	n     int // entries in use
 	max   int
 	_     [16]byte
-	// peek is the table too, for decide to start loading a key's entry
+	// peek is the table too, for Allow to start loading a key's entry
 	// before it has the lock: entries' hash fields are written atomically
 	// and read so, outside the lock, only as that hint. It is on a cache
 	// line of its own, which only a growing table writes, so that reading
@@ -137,16 +136,6 @@ func NewMemory(cfg *MemoryConfig) (*Memory, error) {
 	return m, nil
 }
 
-// Allow implements Limiter.Allow.
-func (m *Memory) Allow(_ context.Context, key string, p Policy, n int64) (Decision, error) {
-	return m.decide(key, p, bucket.OpAllow, n)
-}
-
-// Charge implements Limiter.Charge.
-func (m *Memory) Charge(_ context.Context, key string, p Policy, n int64) (Decision, error) {
-	return m.decide(key, p, bucket.OpCharge, n)
-}
-
 // Len returns the number of keys tracked.
 func (m *Memory) Len() int {
 	total := 0
@@ -159,8 +148,8 @@ func (m *Memory) Len() int {
 	return total
 }
 
-// decide applies op for n units to key's bucket.
-func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, error) {
+// Allow implements Limiter.Allow.
+func (m *Memory) Allow(_ context.Context, key string, p Policy, n int64) (Decision, error) {
 	if n < 0 {
 		return Decision{}, ErrNegativeUnits
 	}
@@ -184,22 +173,22 @@ func (m *Memory) decide(key string, p Policy, op bucket.Op, n int64) (Decision, 
 	i := s.find(key, hash)
 	var r bucket.Result
 	if i >= 0 {
-		r = s.apply(i, prm, now, op, n)
+		r = s.apply(i, prm, now, n)
 	} else {
-		r = bucket.Decide(nil, prm, now, op, n)
+		r = bucket.Decide(nil, prm, now, bucket.OpAllow, n)
 		if r.Write {
-			i = m.insert(s, key, hash, r.State, r.FullAt, now)
+			m.insert(s, key, hash, r.State, r.FullAt, now)
 		}
 	}
 	s.mu.Unlock()
 	return decision(p, r), nil
 }
 
-// apply decides on the bucket at position i of s's table, writing its new
-// state. s.mu is held.
-func (s *memoryShard) apply(i int, prm bucket.Params, now int64, op bucket.Op, n int64) bucket.Result {
+// apply decides on n units from the bucket at position i of s's table,
+// writing its new state. s.mu is held.
+func (s *memoryShard) apply(i int, prm bucket.Params, now, n int64) bucket.Result {
 	e := &s.table[i]
-	r := bucket.Decide(&e.state, prm, now, op, n)
+	r := bucket.Decide(&e.state, prm, now, bucket.OpAllow, n)
 	if r.Write {
 		e.state, e.fullAt = r.State, r.FullAt
 	}
@@ -265,8 +254,8 @@ func (s *memoryShard) find(key string, hash uint64) int {
 }
 
 // insert adds key, whose hash field is hash, evicting another key if the
-// shard is full, and returns its position. s.mu is held.
-func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State, fullAt, now int64) int {
+// shard is full. s.mu is held.
+func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State, fullAt, now int64) {
 	// Copy the key so that a key sliced from a larger buffer (a request
 	// body, say) does not keep the whole buffer alive.
 	e := memoryEntry{hash: hash, key: strings.Clone(key), state: st, fullAt: fullAt}
@@ -274,9 +263,9 @@ func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State
 		if 8*(s.n+1) > 7*len(s.table) {
 			s.grow()
 		}
-		i := s.put(e)
+		s.put(e)
 		s.n++
-		return i
+		return
 	}
 	victim := s.sample()
 	for range evictionSamples - 1 {
@@ -288,7 +277,7 @@ func (m *Memory) insert(s *memoryShard, key string, hash uint64, st bucket.State
 		}
 	}
 	s.remove(victim)
-	return s.put(e)
+	s.put(e)
 }
 
 // sample returns the position of a random entry in use; the shard holds at
@@ -302,16 +291,14 @@ func (s *memoryShard) sample() int {
 	return i
 }
 
-// put adds e to the table, which has room for it, and returns its
-// position. s.mu is held.
-func (s *memoryShard) put(e memoryEntry) int {
+// put adds e to the table, which has room for it. s.mu is held.
+func (s *memoryShard) put(e memoryEntry) {
 	mask := uint32(len(s.table) - 1)
 	i := uint32(e.hash>>32) & mask
 	for s.table[i].hash != 0 {
 		i = (i + 1) & mask
 	}
 	s.set(i, &e)
-	return int(i)
 }
 
 // remove empties the entry at position i. s.mu is held.

@@ -63,7 +63,6 @@ func TestMemoryDecisionsOnATrackedKeyAllocateNothing(t *testing.T) {
 	for name, f := range map[string]func(){
 		"Allow":      func() { m.Allow(ctx, "tracked", p, 1) },
 		"AllowCheck": func() { m.Allow(ctx, "tracked", p, 0) },
-		"Charge":     func() { m.Charge(ctx, "tracked", p, 3) },
 		"Denied":     func() { m.Allow(ctx, "tracked", p, 5000) },
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
@@ -240,13 +239,14 @@ func TestMemoryKeepsItsCapUnderConcurrentEvictions(t *testing.T) {
 	}
 }
 
-func TestMemoryEvictionSparesKeysInDebt(t *testing.T) {
+func TestMemoryEvictionSparesKeysFarFromFull(t *testing.T) {
 	clock := ratelimittest.NewClock(ratelimittest.Epoch())
 	m := newMemory(t, &ratelimit.MemoryConfig{MaxKeys: 10_000, Now: clock.Now})
 	ctx := context.Background()
-	tpm := ratelimit.PerMinute(10_000)
-	if d, _ := m.Charge(ctx, "big-spender", tpm, 15_000); d.Allowed {
-		t.Fatal("charge into debt was allowed")
+	// A drained bucket a unit of which takes six minutes to refill.
+	slow := ratelimit.PerHour(10)
+	if d, _ := m.Allow(ctx, "big-spender", slow, 10); !d.Allowed || d.Remaining != 0 {
+		t.Fatalf("draining the bucket: %+v", d)
 	}
 	// One-off keys whose buckets are full again a second later.
 	for i := range 200_000 {
@@ -255,8 +255,8 @@ func TestMemoryEvictionSparesKeysInDebt(t *testing.T) {
 		}
 		m.Allow(ctx, "once:"+strconv.Itoa(i), ratelimit.PerSecond(1), 1)
 	}
-	if d, _ := m.Allow(ctx, "big-spender", tpm, 0); d.Allowed {
-		t.Fatal("the key in debt was evicted (and so forgiven) while one-off keys were kept")
+	if d, _ := m.Allow(ctx, "big-spender", slow, 0); d.Allowed {
+		t.Fatal("the drained key was evicted (and so refilled) while one-off keys were kept")
 	}
 }
 

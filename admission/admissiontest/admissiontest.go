@@ -142,6 +142,12 @@ func testRate(t *testing.T, n NewStore) {
 	if res := reserve(t, s, r0); res.Allowed {
 		t.Fatalf("empty bucket, n=0: allowed")
 	}
+	// A look at a bucket with room makes no reservation.
+	look := &admission.Request{Tag: "acct", Rates: []admission.Rate{{Key: "fresh", Policy: ratelimit.PerMinute(10), N: 0}}}
+	res = reserve(t, s, look)
+	if !res.Allowed || res.ID != (admission.ID{}) || res.Rates[0].Remaining != 10 {
+		t.Fatalf("a look: %+v, want allowed, 10 remaining and no reservation", res)
+	}
 }
 
 func testAllOrNothing(t *testing.T, n NewStore) {

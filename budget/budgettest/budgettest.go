@@ -2,9 +2,9 @@
 // passes, and the fake clock it drives them with.
 //
 // A ledger's test calls Run with a constructor; Run then replays sequences of
-// holds, extensions, settlements, releases and balance checks at fixed
-// instants, in America/New_York (across its clock changes) and in UTC, and
-// compares every answer field by field, exactly.
+// holds, settlements, releases and balance checks at fixed instants, in
+// America/New_York (across its clock changes) and in UTC, and compares every
+// answer field by field, exactly.
 package budgettest
 
 import (
@@ -87,14 +87,13 @@ type op uint8
 
 const (
 	opHold op = iota
-	opExtend
 	opSettle
 	opRelease
 	opBalance
 )
 
 func (o op) String() string {
-	return [...]string{"Hold", "Extend", "Settle", "Release", "Balance"}[o]
+	return [...]string{"Hold", "Settle", "Release", "Balance"}[o]
 }
 
 // step is one call at an instant and what it must answer. A zero when
@@ -125,10 +124,6 @@ type want struct {
 
 func hold(name string, amount budget.Micros, scopes ...budget.Scope) step {
 	return step{op: opHold, hold: name, scopes: scopes, amount: amount}
-}
-
-func extend(name string, more budget.Micros) step {
-	return step{op: opExtend, hold: name, amount: more}
 }
 
 func settle(name string, actual budget.Micros) step {
@@ -212,9 +207,10 @@ func sequences() []sequence {
 			hold("a", 0, keyDaily).at(t0).is(ok(keyDaily, 0, 0)),
 			hold("b", 10*usd-1, keyDaily).is(ok(keyDaily, 0, 10*usd-1)),
 			hold("c", 0, keyDaily).is(ok(keyDaily, 0, 10*usd-1)),
-			extend("a", 1).is(ok(keyDaily, 0, 10*usd)),
+			hold("e", 1, keyDaily).is(ok(keyDaily, 0, 10*usd)),
 			hold("d", 0, keyDaily).is(refused(keyDaily, 0, 10*usd)),
-			settle("a", 0).is(settled(1, false, keyDaily, 0, 10*usd-1)),
+			settle("a", 0).is(settled(0, false, keyDaily, 0, 10*usd)),
+			release("e").is(done()),
 			settle("c", 2*usd).is(settled(0, false, keyDaily, 2*usd, 10*usd-1)),
 			balance(keyDaily).is(bal(keyDaily, 2*usd, 10*usd-1)),
 		}},
@@ -262,26 +258,12 @@ func sequences() []sequence {
 			balance(acctMonth).is(bal(acctMonth, 0, 0)),
 			release("a").is(unknown()),
 			settle("a", 1*usd).is(unknown()),
-			extend("a", 1*usd).is(unknown()),
 			balance(keyDaily).is(bal(keyDaily, 0, 0)),
 		}},
-		{"Extend", ny, []step{
-			hold("a", 4*usd, keyDaily, acctMonth).at(t0).is(ok(keyDaily, 0, 4*usd)),
-			extend("a", 5*usd).is(ok(keyDaily, 0, 9*usd)),
-			extend("a", 2*usd).is(refused(keyDaily, 0, 9*usd)),
-			balance(acctMonth).is(bal(acctMonth, 0, 9*usd)),
-			extend("a", 1*usd).is(ok(keyDaily, 0, 10*usd)),
-			extend("a", 0).is(ok(keyDaily, 0, 10*usd)),
-			hold("b", 6*usd, key2Daily, acctMonth).is(refused(acctMonth, 0, 10*usd)),
-			hold("c", 5*usd, key2Daily, acctMonth).is(ok(acctMonth, 0, 15*usd)),
-			settle("a", 10*usd).is(settled(10*usd, false, keyDaily, 10*usd, 0)),
-			extend("a", 1*usd).is(unknown()),
-		}},
-		{"ExtendChecksTheLimitsGivenToHold", ny, []step{
+		{"SettleNamesTheLimitsGivenToHold", ny, []step{
 			hold("a", 4*usd, with(keyDaily, 5*usd)).at(t0).is(ok(with(keyDaily, 5*usd), 0, 4*usd)),
 			// Another request sees a higher limit: the hold keeps its own.
 			hold("b", 4*usd, keyDaily).is(ok(keyDaily, 0, 8*usd)),
-			extend("a", 1*usd).is(refused(with(keyDaily, 5*usd), 0, 8*usd)),
 			settle("a", 4*usd).is(settled(4*usd, false, with(keyDaily, 5*usd), 4*usd, 4*usd)),
 		}},
 		{"HoldsExpireAfterTheirTTL", ny, []step{
@@ -297,14 +279,6 @@ func sequences() []sequence {
 			hold("a", 10*usd, keyDaily).at(t0).is(ok(keyDaily, 0, 10*usd)),
 			hold("b", 10*usd, keyDaily).at(t0.Add(ttl - ms)).is(refused(keyDaily, 0, 10*usd)),
 			hold("c", 10*usd, keyDaily).at(t0.Add(ttl)).is(ok(keyDaily, 0, 10*usd)),
-		}},
-		{"ExtendRestartsTheTTL", ny, []step{
-			hold("a", 4*usd, keyDaily).at(t0).is(ok(keyDaily, 0, 4*usd)),
-			extend("a", 1*usd).at(t0.Add(9 * time.Minute)).is(ok(keyDaily, 0, 5*usd)),
-			balance(keyDaily).at(t0.Add(ttl)).is(bal(keyDaily, 0, 5*usd)),
-			extend("a", 0).at(t0.Add(9*time.Minute + ttl - ms)).is(ok(keyDaily, 0, 5*usd)),
-			balance(keyDaily).at(t0.Add(9*time.Minute + 2*ttl - 2*ms)).is(bal(keyDaily, 0, 5*usd)),
-			balance(keyDaily).at(t0.Add(9*time.Minute + 2*ttl - ms)).is(bal(keyDaily, 0, 0)),
 		}},
 		{"SettleAfterExpiryRecordsTheSpend", ny, []step{
 			hold("a", 4*usd, keyDaily, acctMonth).at(t0).is(ok(keyDaily, 0, 4*usd)),
@@ -324,17 +298,6 @@ func sequences() []sequence {
 			release("d").at(t0.Add(5*time.Hour + ttl)).is(done()),
 			settle("d", 1*usd).is(unknown()),
 			balance(keyDaily).is(bal(keyDaily, 5*usd, 0)),
-		}},
-		{"ExtendOfAnExpiredHoldReservesItAgain", ny, []step{
-			hold("a", 4*usd, keyDaily).at(t0).is(ok(keyDaily, 0, 4*usd)),
-			hold("b", 7*usd, keyDaily).at(t0.Add(ttl)).is(ok(keyDaily, 0, 7*usd)),
-			// 4 + 1 no longer fits.
-			extend("a", 1*usd).is(refused(keyDaily, 0, 7*usd)),
-			extend("a", 0).is(refused(keyDaily, 0, 7*usd)),
-			release("b").is(done()),
-			extend("a", 1*usd).is(ok(keyDaily, 0, 5*usd)),
-			balance(keyDaily).at(t0.Add(2*ttl - ms)).is(bal(keyDaily, 0, 5*usd)),
-			settle("a", 5*usd).is(settled(5*usd, false, keyDaily, 5*usd, 0)),
 		}},
 		{"ALimitOfZeroRefusesEverything", ny, []step{
 			balance(keyZero).at(t0).is(bal(keyZero, 0, 0)),
@@ -485,24 +448,18 @@ func runSequences(t *testing.T, newLedger NewLedger) {
 				var got result
 				var err error
 				switch st.op {
-				case opHold, opExtend:
+				case opHold:
 					var r budget.HoldResult
-					if st.op == opHold {
-						r, err = l.Hold(context.Background(), st.scopes, st.amount)
-					} else {
-						r, err = l.Extend(context.Background(), ids[st.hold], st.amount)
-					}
+					r, err = l.Hold(context.Background(), st.scopes, st.amount)
 					got = result{allowed: r.Allowed, scope: r.Scope, bal: r.Balance}
 					switch {
 					case err != nil:
-					case st.op == opHold && r.Allowed && r.ID == (budget.HoldID{}):
+					case r.Allowed && r.ID == (budget.HoldID{}):
 						t.Errorf("%s: allowed with the zero HoldID", desc)
-					case st.op == opHold && r.Allowed:
+					case r.Allowed:
 						ids[st.hold] = r.ID
-					case st.op == opHold && r.ID != (budget.HoldID{}):
+					case r.ID != (budget.HoldID{}):
 						t.Errorf("%s: refused with HoldID %v", desc, r.ID)
-					case st.op == opExtend && r.Allowed && r.ID != ids[st.hold]:
-						t.Errorf("%s: HoldID %v, want %v", desc, r.ID, ids[st.hold])
 					}
 				case opSettle:
 					var r budget.SettleResult
@@ -742,16 +699,10 @@ func runInvalid(t *testing.T, newLedger NewLedger) {
 	if err != nil || !r.Allowed {
 		t.Fatalf("Hold: %+v, %v", r, err)
 	}
-	if _, err := l.Extend(ctx, r.ID, -1); !errors.Is(err, budget.ErrInvalidAmount) {
-		t.Errorf("Extend of -1: err = %v, want ErrInvalidAmount", err)
-	}
 	if _, err := l.Settle(ctx, r.ID, -1); !errors.Is(err, budget.ErrInvalidAmount) {
 		t.Errorf("Settle of -1: err = %v, want ErrInvalidAmount", err)
 	}
 	for _, id := range []budget.HoldID{{}, {Tag: good.Tag}, {Tag: good.Tag, Seq: r.ID.Seq + 1}, {Tag: "a{b}", Seq: r.ID.Seq}, {Tag: "nobody", Seq: 1}} {
-		if _, err := l.Extend(ctx, id, 1); !errors.Is(err, budget.ErrUnknownHold) {
-			t.Errorf("Extend of %v: err = %v, want ErrUnknownHold", id, err)
-		}
 		if _, err := l.Settle(ctx, id, 1); !errors.Is(err, budget.ErrUnknownHold) {
 			t.Errorf("Settle of %v: err = %v, want ErrUnknownHold", id, err)
 		}

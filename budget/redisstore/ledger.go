@@ -27,9 +27,9 @@
 // longer be settled; a hold's, until its grace ends. The one exception is a
 // lifetime budget (Period None) with money spent, which is kept for good.
 //
-// Settle, Extend and Release know a hold only by its id, so their scripts
-// reach the hold's budgets through the key names its record keeps, and every
-// script expires the Tag's overdue holds the same way. Those keys are not
+// Settle and Release know a hold only by its id, so their scripts reach the
+// hold's budgets through the key names its record keeps, and every script
+// expires the Tag's overdue holds the same way. Those keys are not
 // declared in KEYS, but they always hash to the declared keys' slot, which
 // Redis and Redis Cluster accept; proxies that insist on every key being
 // declared (some managed cluster offerings) do not.
@@ -67,8 +67,6 @@ var (
 	commonLua string
 	//go:embed lua/hold.lua
 	holdLua string
-	//go:embed lua/extend.lua
-	extendLua string
 	//go:embed lua/settle.lua
 	settleLua string
 	//go:embed lua/release.lua
@@ -93,9 +91,9 @@ type Config struct {
 	// Location is the time zone whose calendar periods follow; default
 	// UTC. Every instance sharing budgets must use the same.
 	Location *time.Location
-	// HoldTTL is how long a hold reserves its amount unless settled,
-	// released or extended; default budget.DefaultHoldTTL. It is used to
-	// the millisecond.
+	// HoldTTL is how long a hold reserves its amount unless settled or
+	// released; default budget.DefaultHoldTTL. It is used to the
+	// millisecond.
 	HoldTTL time.Duration
 	// SettleGrace is how long after a hold expires Settle still records
 	// its cost; default budget.DefaultSettleGrace. It is used to the
@@ -125,13 +123,13 @@ type Config struct {
 // HoldTTL; a Settle that timed out and is retried returns
 // budget.ErrUnknownHold if the first attempt went through.
 type Ledger struct {
-	call                                  rediscall.Caller
-	hold, extend, settle, release, report *rediscall.Script
-	prefix                                string
-	now                                   func() time.Time
-	redisClock                            bool
-	loc                                   *time.Location
-	ttl, grace                            int64 // ms
+	call                          rediscall.Caller
+	hold, settle, release, report *rediscall.Script
+	prefix                        string
+	now                           func() time.Time
+	redisClock                    bool
+	loc                           *time.Location
+	ttl, grace                    int64 // ms
 }
 
 var _ budget.Ledger = (*Ledger)(nil)
@@ -175,7 +173,6 @@ func New(client redis.UniversalClient, cfg *Config) (*Ledger, error) {
 	l := &Ledger{
 		call:       call,
 		hold:       rediscall.NewScript(commonLua + holdLua),
-		extend:     rediscall.NewScript(commonLua + extendLua),
 		settle:     rediscall.NewScript(commonLua + settleLua),
 		release:    rediscall.NewScript(commonLua + releaseLua),
 		report:     rediscall.NewScript(commonLua + balanceLua),
@@ -267,38 +264,6 @@ func (l *Ledger) Hold(ctx context.Context, scopes []budget.Scope, amount budget.
 	}
 	if r.Allowed {
 		r.ID = budget.HoldID{Tag: scopes[0].Tag, Seq: uint64(v[1])}
-	}
-	return r, nil
-}
-
-// Extend implements budget.Ledger.Extend.
-func (l *Ledger) Extend(ctx context.Context, id budget.HoldID, more budget.Micros) (budget.HoldResult, error) {
-	if err := budget.ValidateAmount(more); err != nil {
-		return budget.HoldResult{}, err
-	}
-	if !validID(id) {
-		return budget.HoldResult{}, budget.ErrUnknownHold
-	}
-	tp := l.tagPrefix(id.Tag)
-	seq := strconv.FormatUint(id.Seq, 10)
-	res, err := l.run(ctx, "extend", l.extend, []string{tp + "holds", l.HoldKey(id)}, l.args(tp, l.now(), int64(more), seq))
-	if err != nil {
-		return budget.HoldResult{}, err
-	}
-	if unknown(res) {
-		return budget.HoldResult{}, budget.ErrUnknownHold
-	}
-	v, err := ints(res, 6)
-	if err != nil {
-		return budget.HoldResult{}, fmt.Errorf("redisstore: extend: %w", err)
-	}
-	sc, bal, err := l.describe(id.Tag, v[2:6], res[6])
-	if err != nil {
-		return budget.HoldResult{}, fmt.Errorf("redisstore: extend: %w", err)
-	}
-	r := budget.HoldResult{Allowed: v[0] == 1, Scope: sc, Balance: bal}
-	if r.Allowed {
-		r.ID = id
 	}
 	return r, nil
 }

@@ -364,7 +364,7 @@ func TestLedgerMatchesMemory(t *testing.T) {
 			}
 			return j, holds[j]
 		}
-		switch op := rng.IntN(10); {
+		switch op := rng.IntN(8); {
 		case op < 4:
 			sc, amt := pool[rng.IntN(len(pool))], amount()
 			a, errA := mem.Hold(ctx, sc, amt)
@@ -377,14 +377,6 @@ func TestLedgerMatchesMemory(t *testing.T) {
 				holds = append(holds, pair{idA, idB})
 			}
 		case op < 6:
-			_, h := pick()
-			more := amount()
-			a, errA := mem.Extend(ctx, h.m, more)
-			b, errB := rl.Extend(ctx, h.r, more)
-			a.ID, b.ID = budget.HoldID{}, budget.HoldID{}
-			same(fmt.Sprintf("Extend(%v)", more), a, b, errA, errB)
-			seen[fmt.Sprintf("Extend allowed=%v err=%v", a.Allowed, errA != nil)]++
-		case op < 8:
 			j, h := pick()
 			actual := amount()
 			a, errA := mem.Settle(ctx, h.m, actual)
@@ -394,7 +386,7 @@ func TestLedgerMatchesMemory(t *testing.T) {
 			if j >= 0 && rng.IntN(4) != 0 {
 				holds = append(holds[:j], holds[j+1:]...)
 			}
-		case op < 9:
+		case op < 7:
 			j, h := pick()
 			errA, errB := mem.Release(ctx, h.m), rl.Release(ctx, h.r)
 			same("Release", nil, nil, errA, errB)
@@ -427,7 +419,6 @@ func TestLedgerFailsFastWhileRedisIsDownAndRecovers(t *testing.T) {
 	}
 	calls := map[string]func() error{
 		"Hold":    func() error { _, err := l.Hold(ctx, sc, budget.Cent); return err },
-		"Extend":  func() error { _, err := l.Extend(ctx, r.ID, budget.Cent); return err },
 		"Settle":  func() error { _, err := l.Settle(ctx, r.ID, budget.Cent); return err },
 		"Release": func() error { return l.Release(ctx, r.ID) },
 		"Balance": func() error { _, err := l.Balance(ctx, sc[0]); return err },
@@ -484,7 +475,6 @@ func TestLedgerCallsAreOneRoundTripEach(t *testing.T) {
 	sc := scopes("acme", "k1", 1000*budget.Dollar, 1000*budget.Dollar)
 	// Load every script: EVALSHA, NOSCRIPT, EVAL.
 	r, _ := l.Hold(ctx, sc, 1)
-	l.Extend(ctx, r.ID, 1)
 	l.Settle(ctx, r.ID, 1)
 	r, _ = l.Hold(ctx, sc, 1)
 	l.Release(ctx, r.ID)

@@ -4,9 +4,10 @@
 //
 //	go run ./examples/provider [-addr 127.0.0.1:8080] [-config gatekit.yaml] [-redis redis://127.0.0.1:6379/0] [-data DIR]
 //
-// On SIGTERM or SIGINT it stops accepting connections, lets requests in
-// flight finish (up to 10 s) so their budget holds settle or release, then
-// writes and closes the data store.
+// On SIGTERM or SIGINT it stops accepting connections and lets requests in
+// flight finish (up to -grace, 10 s by default); then it closes the
+// connections still open, settles every request still in flight with the
+// usage it reported so far, and writes and closes the data store.
 //
 // Without -config it uses the gatekit.yaml beside this file, built in.
 package main
@@ -33,10 +34,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gatekit/gatekit"
-	budgetredis "github.com/gatekit/gatekit/budget/redisstore"
+	admredis "github.com/gatekit/gatekit/admission/redisstore"
 	"github.com/gatekit/gatekit/examples/provider/app"
 	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
-	rlredis "github.com/gatekit/gatekit/ratelimit/redisstore"
 )
 
 //go:embed gatekit.yaml
@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	configPath := flags.String("config", "", "gatekit YAML configuration (default: the built-in gatekit.yaml)")
 	redisURL := flags.String("redis", getenv("GATEKIT_REDIS_URL"), "Redis URL (redis://host:port/db) to keep every store in; default (and env GATEKIT_REDIS_URL unset): in memory")
 	dataDir := flags.String("data", "", "directory to keep budgets and idempotent responses in across restarts (single instance; default: memory only)")
+	grace := flags.Duration("grace", 10*time.Second, "how long a shutdown waits for requests in flight before it settles them and closes their connections")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -89,10 +90,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		opts.ContextTimeoutEnabled = true
 		client := redis.NewClient(opts)
 		defer client.Close()
-		if cfg.Limiter, err = rlredis.New(client, nil); err != nil {
-			return err
-		}
-		if cfg.Ledger, err = budgetredis.New(client, nil); err != nil {
+		if cfg.Store, err = admredis.New(client, nil); err != nil {
 			return err
 		}
 		if cfg.IdempotencyStore, err = idemredis.New(client, nil); err != nil {
@@ -133,9 +131,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down: letting requests finish")
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdown, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
-	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = srv.Shutdown(shutdown)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Streams to clients that stopped reading, or handlers that are
+		// too slow: settle them for what they reported so far, then cut
+		// their connections.
+		n := gate.SettleInFlight()
+		logger.Warn("shutdown grace period over: settled the requests still in flight and closed their connections",
+			"grace", grace.String(), "settled", n)
+		err = srv.Close()
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -38,25 +38,10 @@ func Epoch() time.Time { return time.Date(2030, time.January, 1, 0, 0, 0, 250_00
 // before (for a shared backend, use a fresh key prefix).
 type NewLimiter func(t *testing.T, now func() time.Time) ratelimit.Limiter
 
-type op uint8
-
-const (
-	allow op = iota
-	charge
-)
-
-func (o op) String() string {
-	if o == charge {
-		return "Charge"
-	}
-	return "Allow"
-}
-
-// step is one call at an instant (measured from Epoch()) and its expected
+// step is one Allow at an instant (measured from Epoch()) and its expected
 // Decision.
 type step struct {
 	at   time.Duration
-	op   op
 	key  string
 	p    ratelimit.Policy
 	n    int64
@@ -90,7 +75,6 @@ func runSequences(t *testing.T, newLimiter NewLimiter) {
 	perSec10 := ratelimit.PerSecond(10)                  // one unit every 100ms
 	perMin60b10 := ratelimit.PerMinute(60).WithBurst(10) // one unit a second, at most 10
 	perSec2 := ratelimit.PerSecond(2)                    // one unit every 500ms
-	tpm := ratelimit.PerMinute(1000)                     // one token every 60ms
 	perSec1 := ratelimit.PerSecond(1)
 	slowBurst := ratelimit.Policy{Limit: 1, Window: time.Second, Burst: 5}
 	perMin10 := ratelimit.PerMinute(10)   // one unit every 6s
@@ -102,98 +86,77 @@ func runSequences(t *testing.T, newLimiter NewLimiter) {
 		steps []step
 	}{
 		{"BurstThenDeny", []step{
-			{0, allow, "k", perMin3, 1, ok(3, 2, 20*s)},
-			{0, allow, "k", perMin3, 1, ok(3, 1, 40*s)},
-			{0, allow, "k", perMin3, 1, ok(3, 0, 60*s)},
-			{0, allow, "k", perMin3, 1, deny(3, 0, 60*s, 20*s)},
-			{10 * s, allow, "k", perMin3, 1, deny(3, 0, 50*s, 10*s)},
+			{0, "k", perMin3, 1, ok(3, 2, 20*s)},
+			{0, "k", perMin3, 1, ok(3, 1, 40*s)},
+			{0, "k", perMin3, 1, ok(3, 0, 60*s)},
+			{0, "k", perMin3, 1, deny(3, 0, 60*s, 20*s)},
+			{10 * s, "k", perMin3, 1, deny(3, 0, 50*s, 10*s)},
 		}},
 		{"RefillOverTime", []step{
-			{0, allow, "k", perSec10, 10, ok(10, 0, 1*s)},
-			{50 * ms, allow, "k", perSec10, 1, deny(10, 0, 950*ms, 50*ms)},
-			{100 * ms, allow, "k", perSec10, 1, ok(10, 0, 1*s)},
-			{350 * ms, allow, "k", perSec10, 1, ok(10, 1, 850*ms)},
-			{10 * s, allow, "k", perSec10, 0, ok(10, 10, 0)},
+			{0, "k", perSec10, 10, ok(10, 0, 1*s)},
+			{50 * ms, "k", perSec10, 1, deny(10, 0, 950*ms, 50*ms)},
+			{100 * ms, "k", perSec10, 1, ok(10, 0, 1*s)},
+			{350 * ms, "k", perSec10, 1, ok(10, 1, 850*ms)},
+			{10 * s, "k", perSec10, 0, ok(10, 10, 0)},
 		}},
 		{"RefillStopsAtTheBurst", []step{
-			{0, allow, "k", perMin60b10, 5, ok(60, 5, 5*s)},
-			{1000 * time.Hour, allow, "k", perMin60b10, 0, ok(60, 10, 0)},
-			{1000 * time.Hour, allow, "k", perMin60b10, 10, ok(60, 0, 10*s)},
-			{1000 * time.Hour, allow, "k", perMin60b10, 1, deny(60, 0, 10*s, 1*s)},
+			{0, "k", perMin60b10, 5, ok(60, 5, 5*s)},
+			{1000 * time.Hour, "k", perMin60b10, 0, ok(60, 10, 0)},
+			{1000 * time.Hour, "k", perMin60b10, 10, ok(60, 0, 10*s)},
+			{1000 * time.Hour, "k", perMin60b10, 1, deny(60, 0, 10*s, 1*s)},
 		}},
 		{"SeveralUnitsAllOrNothing", []step{
-			{0, allow, "k", perMin60b10, 4, ok(60, 6, 4*s)},
-			{0, allow, "k", perMin60b10, 7, deny(60, 6, 4*s, 1*s)},
-			{0, allow, "k", perMin60b10, 6, ok(60, 0, 10*s)},
-			{2500 * ms, allow, "k", perMin60b10, 3, deny(60, 2, 7500*ms, 500*ms)},
-			{3 * s, allow, "k", perMin60b10, 3, ok(60, 0, 10*s)},
+			{0, "k", perMin60b10, 4, ok(60, 6, 4*s)},
+			{0, "k", perMin60b10, 7, deny(60, 6, 4*s, 1*s)},
+			{0, "k", perMin60b10, 6, ok(60, 0, 10*s)},
+			{2500 * ms, "k", perMin60b10, 3, deny(60, 2, 7500*ms, 500*ms)},
+			{3 * s, "k", perMin60b10, 3, ok(60, 0, 10*s)},
 		}},
 		{"MoreThanTheBurstIsAlwaysDenied", []step{
-			{0, allow, "k", perMin60b10, 11, deny(60, 10, 0, 10*s)},
-			{0, allow, "k", perMin60b10, 10, ok(60, 0, 10*s)},
-			{0, allow, "k", perMin60b10, 11, deny(60, 0, 10*s, 10*s)},
+			{0, "k", perMin60b10, 11, deny(60, 10, 0, 10*s)},
+			{0, "k", perMin60b10, 10, ok(60, 0, 10*s)},
+			{0, "k", perMin60b10, 11, deny(60, 0, 10*s, 10*s)},
 		}},
 		{"BurstAboveLimit", []step{
-			{0, allow, "k", slowBurst, 5, ok(1, 0, 5*s)},
-			{0, allow, "k", slowBurst, 1, deny(1, 0, 5*s, 1*s)},
-			{2 * s, allow, "k", slowBurst, 2, ok(1, 0, 5*s)},
+			{0, "k", slowBurst, 5, ok(1, 0, 5*s)},
+			{0, "k", slowBurst, 1, deny(1, 0, 5*s, 1*s)},
+			{2 * s, "k", slowBurst, 2, ok(1, 0, 5*s)},
 		}},
 		{"ZeroUnitsChecksForOneAndTakesNothing", []step{
-			{0, allow, "k", perSec2, 0, ok(2, 2, 0)},
-			{0, allow, "k", perSec2, 2, ok(2, 0, 1*s)},
-			{0, allow, "k", perSec2, 0, deny(2, 0, 1*s, 500*ms)},
-			{499 * ms, allow, "k", perSec2, 0, deny(2, 0, 501*ms, 1*ms)},
-			{500 * ms, allow, "k", perSec2, 0, ok(2, 1, 500*ms)},
-			{500 * ms, allow, "k", perSec2, 0, ok(2, 1, 500*ms)},
-			{500 * ms, allow, "k", perSec2, 1, ok(2, 0, 1*s)},
-		}},
-		{"ChargeIntoDebtAndRecover", []step{
-			{0, charge, "k", tpm, 400, ok(1000, 600, 24*s)},
-			{0, charge, "k", tpm, 900, deny(1000, 0, 78*s, 18060*ms)},
-			{0, allow, "k", tpm, 0, deny(1000, 0, 78*s, 18060*ms)},
-			{0, allow, "k", tpm, 1, deny(1000, 0, 78*s, 18060*ms)},
-			{18059 * ms, allow, "k", tpm, 0, deny(1000, 0, 59941*ms, 1*ms)},
-			{18060 * ms, allow, "k", tpm, 0, ok(1000, 1, 59940*ms)},
-			{18060 * ms, allow, "k", tpm, 1, ok(1000, 0, 60*s)},
-			{18060 * ms, charge, "k", tpm, 0, deny(1000, 0, 60*s, 60*ms)},
-		}},
-		{"DebtIsBoundedByTheBurst", []step{
-			{0, charge, "k", tpm, 5000, deny(1000, 0, 120*s, 60060*ms)},
-			{0, charge, "k", tpm, 1, deny(1000, 0, 120*s, 60060*ms)},
-			{60060 * ms, allow, "k", tpm, 1, ok(1000, 0, 60*s)},
-		}},
-		{"ChargeWithinTheBalanceStaysAllowed", []step{
-			{0, charge, "k", perSec2, 1, ok(2, 1, 500*ms)},
-			{0, charge, "k", perSec2, 0, ok(2, 1, 500*ms)},
-			{0, charge, "k", perSec2, 1, deny(2, 0, 1*s, 500*ms)},
+			{0, "k", perSec2, 0, ok(2, 2, 0)},
+			{0, "k", perSec2, 2, ok(2, 0, 1*s)},
+			{0, "k", perSec2, 0, deny(2, 0, 1*s, 500*ms)},
+			{499 * ms, "k", perSec2, 0, deny(2, 0, 501*ms, 1*ms)},
+			{500 * ms, "k", perSec2, 0, ok(2, 1, 500*ms)},
+			{500 * ms, "k", perSec2, 0, ok(2, 1, 500*ms)},
+			{500 * ms, "k", perSec2, 1, ok(2, 0, 1*s)},
 		}},
 		{"KeysAreIndependent", []step{
-			{0, allow, "alice", perSec1, 1, ok(1, 0, 1*s)},
-			{0, allow, "alice", perSec1, 1, deny(1, 0, 1*s, 1*s)},
-			{0, allow, "bob", perSec1, 1, ok(1, 0, 1*s)},
-			{0, charge, "carol", perSec1, 3, deny(1, 0, 2*s, 2*s)},
-			{0, allow, "bob", perSec1, 1, deny(1, 0, 1*s, 1*s)},
-			{0, allow, "dave", perSec1, 1, ok(1, 0, 1*s)},
+			{0, "alice", perSec1, 1, ok(1, 0, 1*s)},
+			{0, "alice", perSec1, 1, deny(1, 0, 1*s, 1*s)},
+			{0, "bob", perSec1, 1, ok(1, 0, 1*s)},
+			{0, "bob", perSec1, 1, deny(1, 0, 1*s, 1*s)},
+			{0, "dave", perSec1, 1, ok(1, 0, 1*s)},
 		}},
 		{"PoliciesApplyPerKey", []step{
-			{0, allow, "rpm", perMin3, 3, ok(3, 0, 60*s)},
-			{0, allow, "rps", perSec10, 3, ok(10, 7, 300*ms)},
-			{1 * s, allow, "rpm", perMin3, 1, deny(3, 0, 59*s, 19*s)},
-			{1 * s, allow, "rps", perSec10, 10, ok(10, 0, 1*s)},
-			{2 * s, allow, "hour", perHour7, 7, ok(7, 0, time.Hour)},
+			{0, "rpm", perMin3, 3, ok(3, 0, 60*s)},
+			{0, "rps", perSec10, 3, ok(10, 7, 300*ms)},
+			{1 * s, "rpm", perMin3, 1, deny(3, 0, 59*s, 19*s)},
+			{1 * s, "rps", perSec10, 10, ok(10, 0, 1*s)},
+			{2 * s, "hour", perHour7, 7, ok(7, 0, time.Hour)},
 			// The next unit is due 514285.714…ms later: rounded up.
-			{2 * s, allow, "hour", perHour7, 1, deny(7, 0, time.Hour, 514286*ms)},
+			{2 * s, "hour", perHour7, 1, deny(7, 0, time.Hour, 514286*ms)},
 			// 2 scaled units over: the bucket is full 2/7ms sooner, which
 			// rounds up to the same millisecond.
-			{2*s + 514286*ms, allow, "hour", perHour7, 1, ok(7, 0, time.Hour)},
+			{2*s + 514286*ms, "hour", perHour7, 1, ok(7, 0, time.Hour)},
 		}},
 		{"PolicyChangeCarriesWholeUnits", []step{
-			{0, allow, "k", perMin10, 4, ok(10, 6, 24*s)},
-			{0, allow, "k", perMin100, 1, ok(100, 5, 57*s)},
-			{0, allow, "k", perMin10, 0, ok(10, 5, 30*s)},
+			{0, "k", perMin10, 4, ok(10, 6, 24*s)},
+			{0, "k", perMin100, 1, ok(100, 5, 57*s)},
+			{0, "k", perMin10, 0, ok(10, 5, 30*s)},
 			// Refill runs at the rate of the policy in force.
-			{3 * s, allow, "k", perMin10, 0, ok(10, 5, 27*s)},
-			{3 * s, allow, "k", perMin10, 5, ok(10, 0, 57*s)},
+			{3 * s, "k", perMin10, 0, ok(10, 5, 27*s)},
+			{3 * s, "k", perMin10, 5, ok(10, 0, 57*s)},
 		}},
 	}
 	for _, tc := range cases {
@@ -202,12 +165,12 @@ func runSequences(t *testing.T, newLimiter NewLimiter) {
 			lim := newLimiter(t, clock.Now)
 			for i, st := range tc.steps {
 				clock.Set(Epoch().Add(st.at))
-				got, err := call(lim, st.op, st.key, st.p, st.n)
+				got, err := lim.Allow(context.Background(), st.key, st.p, st.n)
 				if err != nil {
-					t.Fatalf("step %d: %v(%q, %+v, %d) at +%v: %v", i, st.op, st.key, st.p, st.n, st.at, err)
+					t.Fatalf("step %d: Allow(%q, %+v, %d) at +%v: %v", i, st.key, st.p, st.n, st.at, err)
 				}
 				if got != st.want {
-					t.Errorf("step %d: %v(%q, %+v, %d) at +%v\n got %s\nwant %s", i, st.op, st.key, st.p, st.n, st.at, show(got), show(st.want))
+					t.Errorf("step %d: Allow(%q, %+v, %d) at +%v\n got %s\nwant %s", i, st.key, st.p, st.n, st.at, show(got), show(st.want))
 				}
 			}
 		})
@@ -242,9 +205,9 @@ func runRetryAfterNeverEarly(t *testing.T, newLimiter NewLimiter) {
 				}
 				// Drain, then retry at RetryAfter-1ms (must fail) and at
 				// RetryAfter (must succeed), several times over.
-				mustCall(t, lim, allow, "k", p, burst)
+				mustAllow(t, lim, "k", p, burst)
 				for round := range 4 {
-					d := mustCall(t, lim, allow, "k", p, n)
+					d := mustAllow(t, lim, "k", p, n)
 					if d.Allowed {
 						continue
 					}
@@ -254,28 +217,14 @@ func runRetryAfterNeverEarly(t *testing.T, newLimiter NewLimiter) {
 					}
 					start := clock.Now()
 					clock.Set(start.Add(retry - ms))
-					if d := mustCall(t, lim, allow, "k", p, n); d.Allowed {
+					if d := mustAllow(t, lim, "k", p, n); d.Allowed {
 						t.Fatalf("n=%d round %d: allowed 1ms before RetryAfter %v", n, round, retry)
 					}
 					clock.Set(start.Add(retry))
-					if d := mustCall(t, lim, allow, "k", p, n); !d.Allowed {
+					if d := mustAllow(t, lim, "k", p, n); !d.Allowed {
 						t.Fatalf("n=%d round %d: denied at RetryAfter %v: %s", n, round, retry, show(d))
 					}
 				}
-			}
-			// After a charge into debt, RetryAfter is when one unit is back.
-			d := mustCall(t, lim, charge, "k", p, 3*burst/2+1)
-			if d.Allowed || d.RetryAfter <= 0 {
-				t.Fatalf("charge into debt: %s", show(d))
-			}
-			start := clock.Now()
-			clock.Set(start.Add(d.RetryAfter - ms))
-			if d := mustCall(t, lim, allow, "k", p, 1); d.Allowed {
-				t.Fatalf("allowed 1ms before the debt's RetryAfter")
-			}
-			clock.Set(start.Add(d.RetryAfter))
-			if d := mustCall(t, lim, allow, "k", p, 1); !d.Allowed {
-				t.Fatalf("denied at the debt's RetryAfter: %s", show(d))
 			}
 		})
 	}
@@ -291,17 +240,17 @@ func runResetAfterExact(t *testing.T, newLimiter NewLimiter) {
 				burst = p.Limit
 			}
 			for _, take := range []int64{1, burst/2 + 1, burst} {
-				d := mustCall(t, lim, allow, "k", p, take)
+				d := mustAllow(t, lim, "k", p, take)
 				if !d.Allowed || d.RetryAfter != 0 || d.ResetAfter <= 0 {
 					t.Fatalf("take %d from a full bucket: %s", take, show(d))
 				}
 				start := clock.Now()
 				clock.Set(start.Add(d.ResetAfter - ms))
-				if d := mustCall(t, lim, allow, "k", p, 0); d.Remaining >= burst || d.ResetAfter != ms {
+				if d := mustAllow(t, lim, "k", p, 0); d.Remaining >= burst || d.ResetAfter != ms {
 					t.Fatalf("take %d: 1ms before ResetAfter: %s", take, show(d))
 				}
 				clock.Set(start.Add(d.ResetAfter))
-				if d := mustCall(t, lim, allow, "k", p, 0); d.Remaining != burst || d.ResetAfter != 0 {
+				if d := mustAllow(t, lim, "k", p, 0); d.Remaining != burst || d.ResetAfter != 0 {
 					t.Fatalf("take %d: at ResetAfter the bucket is not full: %s", take, show(d))
 				}
 			}
@@ -355,38 +304,27 @@ func runInvalid(t *testing.T, newLimiter NewLimiter) {
 		if _, err := lim.Allow(ctx, "k", p, 1); !errors.Is(err, ratelimit.ErrInvalidPolicy) {
 			t.Errorf("Allow with %+v: err = %v, want ErrInvalidPolicy", p, err)
 		}
-		if _, err := lim.Charge(ctx, "k", p, 1); !errors.Is(err, ratelimit.ErrInvalidPolicy) {
-			t.Errorf("Charge with %+v: err = %v, want ErrInvalidPolicy", p, err)
-		}
 	}
 	p := ratelimit.PerSecond(1)
 	if _, err := lim.Allow(ctx, "k", p, -1); !errors.Is(err, ratelimit.ErrNegativeUnits) {
 		t.Errorf("Allow of -1 units: err = %v, want ErrNegativeUnits", err)
 	}
-	if _, err := lim.Charge(ctx, "k", p, -1); !errors.Is(err, ratelimit.ErrNegativeUnits) {
-		t.Errorf("Charge of -1 units: err = %v, want ErrNegativeUnits", err)
-	}
 	// The refused calls took nothing.
-	if d := mustCall(t, lim, allow, "k", p, 0); !d.Allowed || d.Remaining != 1 {
+	if d := mustAllow(t, lim, "k", p, 0); !d.Allowed || d.Remaining != 1 {
 		t.Errorf("after refused calls: %s, want the bucket untouched", show(d))
 	}
 }
 
-func call(lim ratelimit.Limiter, o op, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-	if o == charge {
-		return lim.Charge(context.Background(), key, p, n)
-	}
-	return lim.Allow(context.Background(), key, p, n)
-}
-
-func mustCall(t *testing.T, lim ratelimit.Limiter, o op, key string, p ratelimit.Policy, n int64) ratelimit.Decision {
+// mustAllow calls lim.Allow, failing t on an error or on a Decision whose
+// Allowed and RetryAfter disagree.
+func mustAllow(t *testing.T, lim ratelimit.Limiter, key string, p ratelimit.Policy, n int64) ratelimit.Decision {
 	t.Helper()
-	d, err := call(lim, o, key, p, n)
+	d, err := lim.Allow(context.Background(), key, p, n)
 	if err != nil {
-		t.Fatalf("%v(%q, %+v, %d): %v", o, key, p, n, err)
+		t.Fatalf("Allow(%q, %+v, %d): %v", key, p, n, err)
 	}
 	if d.Allowed != (d.RetryAfter == 0) {
-		t.Fatalf("%v(%q, %+v, %d): Allowed %v with RetryAfter %v", o, key, p, n, d.Allowed, d.RetryAfter)
+		t.Fatalf("Allow(%q, %+v, %d): Allowed %v with RetryAfter %v", key, p, n, d.Allowed, d.RetryAfter)
 	}
 	return d
 }

@@ -1,16 +1,16 @@
 -- One rate-limit decision: read the bucket, decide, write it back.
 --
 -- This is a line-by-line transcription of Decide in
--- internal/bucket/bucket.go; read that first, and change both
--- together. Every value stays below 2^53, where Lua's numbers (float64) are
--- exact integers, and floor/ceil of a quotient of such values is exact.
+-- internal/bucket/bucket.go for OpAllow, the one operation of
+-- ratelimit.Limiter; read that first, and change both together. Every value
+-- stays below 2^53, where Lua's numbers (float64) are exact integers, and
+-- floor/ceil of a quotient of such values is exact.
 --
 -- KEYS[1]  the bucket: a string of three little-endian float64s,
 --          struct.pack('<ddd', balance (scaled), its millisecond, the scale
 --          of one unit when the balance was written); absent is full
--- ARGV     op (0 Allow, 1 Charge: bucket.Op), n, unit, rate, burst, and
---          now (ms) only when the caller sets the clock: without it the
---          script reads the Redis server's clock
+-- ARGV     n, unit, rate, burst, and now (ms) only when the caller sets
+--          the clock: without it the script reads the Redis server's clock
 -- returns  {allowed (0/1), remaining, reset after (ms), retry after (ms)}
 --
 -- A decision costs three commands (TIME, GET, SET ... PX), two when it
@@ -25,12 +25,11 @@
 if redis.replicate_commands then redis.replicate_commands() end
 
 local key = KEYS[1]
-local charge = ARGV[1] == '1'
-local n = tonumber(ARGV[2])
-local unit = tonumber(ARGV[3])
-local rate = tonumber(ARGV[4])
-local burst = tonumber(ARGV[5])
-local now = tonumber(ARGV[6])
+local n = tonumber(ARGV[1])
+local unit = tonumber(ARGV[2])
+local rate = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
+local now = tonumber(ARGV[5])
 
 if not now then
   local t = redis.call('TIME')
@@ -68,27 +67,16 @@ end
 local lag = ts - now
 
 local allowed, write, retry = 0, false, 0
-if not charge then
-  if n > burst then
-    retry = lag + ceil(full / rate)
-  elseif n == 0 then
-    if bal >= unit then allowed = 1 else retry = lag + ceil((unit - bal) / rate) end
-  elseif bal >= n * unit then
-    bal = bal - n * unit
-    allowed, write = 1, true
-  else
-    retry = lag + ceil((n * unit - bal) / rate)
-  end
-else
-  if n > 0 then
-    if n >= 2 * burst then
-      bal = -full
-    else
-      bal = max(bal - n * unit, -full)
-    end
-    write = true
-  end
+if n > burst then
+  -- Never possible: hint the time a whole bucket takes to refill.
+  retry = lag + ceil(full / rate)
+elseif n == 0 then
   if bal >= unit then allowed = 1 else retry = lag + ceil((unit - bal) / rate) end
+elseif bal >= n * unit then
+  bal = bal - n * unit
+  allowed, write = 1, true
+else
+  retry = lag + ceil((n * unit - bal) / rate)
 end
 
 local remaining = floor(max(bal, 0) / unit)

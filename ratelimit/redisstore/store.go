@@ -28,9 +28,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gatekit/gatekit/internal/bucket"
 	"github.com/gatekit/gatekit/internal/rediscall"
 	"github.com/gatekit/gatekit/ratelimit"
-	"github.com/gatekit/gatekit/internal/bucket"
 )
 
 // Defaults for Config.
@@ -121,12 +121,33 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 
 // Allow implements ratelimit.Limiter.Allow.
 func (s *Store) Allow(ctx context.Context, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-	return s.decide(ctx, bucket.OpAllow, key, p, n)
-}
-
-// Charge implements ratelimit.Limiter.Charge.
-func (s *Store) Charge(ctx context.Context, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-	return s.decide(ctx, bucket.OpCharge, key, p, n)
+	if n < 0 {
+		return ratelimit.Decision{}, ratelimit.ErrNegativeUnits
+	}
+	prm, err := bucket.New(p.Limit, p.Window, p.Burst)
+	if err != nil {
+		return ratelimit.Decision{}, err
+	}
+	// The script reads Redis's clock unless it is given one.
+	var res []int64
+	if s.now == nil {
+		res, err = s.call.Int64s(ctx, "allow", s.script, []string{s.Key(key)}, n, prm.Unit, prm.Rate, prm.Burst)
+	} else {
+		res, err = s.call.Int64s(ctx, "allow", s.script, []string{s.Key(key)}, n, prm.Unit, prm.Rate, prm.Burst, s.now().UnixMilli())
+	}
+	if err != nil {
+		return ratelimit.Decision{}, err
+	}
+	if len(res) != 4 {
+		return ratelimit.Decision{}, fmt.Errorf("redisstore: allow: script returned %d values, want 4", len(res))
+	}
+	return ratelimit.Decision{
+		Allowed:    res[0] == 1,
+		Limit:      p.Limit,
+		Remaining:  res[1],
+		ResetAfter: time.Duration(res[2]) * time.Millisecond,
+		RetryAfter: time.Duration(res[3]) * time.Millisecond,
+	}, nil
 }
 
 // RealTime implements ratelimit.RealTimeLimiter: decisions follow Redis's
@@ -138,39 +159,4 @@ func (s *Store) RealTime() bool { return s.now == nil }
 // "}", where v2 is the format of the value.
 func (s *Store) Key(key string) string {
 	return s.prefix + keyVersion + "{" + key + "}"
-}
-
-func (s *Store) decide(ctx context.Context, op bucket.Op, key string, p ratelimit.Policy, n int64) (ratelimit.Decision, error) {
-	if n < 0 {
-		return ratelimit.Decision{}, ratelimit.ErrNegativeUnits
-	}
-	prm, err := bucket.New(p.Limit, p.Window, p.Burst)
-	if err != nil {
-		return ratelimit.Decision{}, err
-	}
-	name := "allow"
-	if op == bucket.OpCharge {
-		name = "charge"
-	}
-	// The script reads Redis's clock unless it is given one. (op goes as a
-	// uint8: go-redis does not know bucket.Op.)
-	var res []int64
-	if s.now == nil {
-		res, err = s.call.Int64s(ctx, name, s.script, []string{s.Key(key)}, uint8(op), n, prm.Unit, prm.Rate, prm.Burst)
-	} else {
-		res, err = s.call.Int64s(ctx, name, s.script, []string{s.Key(key)}, uint8(op), n, prm.Unit, prm.Rate, prm.Burst, s.now().UnixMilli())
-	}
-	if err != nil {
-		return ratelimit.Decision{}, err
-	}
-	if len(res) != 4 {
-		return ratelimit.Decision{}, fmt.Errorf("redisstore: %s: script returned %d values, want 4", name, len(res))
-	}
-	return ratelimit.Decision{
-		Allowed:    res[0] == 1,
-		Limit:      p.Limit,
-		Remaining:  res[1],
-		ResetAfter: time.Duration(res[2]) * time.Millisecond,
-		RetryAfter: time.Duration(res[3]) * time.Millisecond,
-	}, nil
 }

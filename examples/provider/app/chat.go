@@ -80,7 +80,8 @@ func chatCompletions(c echo.Context) error {
 	if err := middleware.RequireModel(c, m.ID); err != nil {
 		return err
 	}
-	words, finish := answer(req)
+	allowance, limited := middleware.Allowance(c)
+	words, finish := answer(req, allowance, limited)
 	u := usage{PromptTokens: promptTokens(req.Messages), CompletionTokens: len(words)}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	id := "chatcmpl-" + strings.TrimPrefix(middleware.GetRequestID(c), "req_")
@@ -91,6 +92,11 @@ func chatCompletions(c echo.Context) error {
 	}
 	if m.behaviour == flaky {
 		return apierrors.ModelTimeout("The model gk-flaky did not respond in time.")
+	}
+	if m.behaviour == slow {
+		if err := wait(c, time.Duration(len(words))*slowWord); err != nil {
+			return err
+		}
 	}
 	if err := middleware.ReportUsage(c, u.report(m.ID)); err != nil {
 		return err
@@ -105,9 +111,11 @@ func chatCompletions(c echo.Context) error {
 	})
 }
 
-// stream sends the answer word by word as chat.completion.chunk events. A
-// flaky model fails after two chunks; the error handler turns the returned
-// error into the stream's last event.
+// stream sends the answer word by word as chat.completion.chunk events,
+// reporting its progress as it goes so that a request cut short (the
+// server stopping) is settled for what it sent. A flaky model fails after
+// two words; the error handler turns the returned error into the stream's
+// last event. A slow one sends a word every slowWord.
 func stream(c echo.Context, req chatRequest, m model, words []string, finish string, u usage, id string, created int64) error {
 	s := middleware.NewStream(c)
 	chunk := func(d delta, fin *string) completion {
@@ -126,8 +134,11 @@ func stream(c echo.Context, req chatRequest, m model, words []string, finish str
 		if i > 0 {
 			w = " " + w
 		}
-		// Spend as the words go out: a budget that runs dry mid-way ends
-		// the stream with budget_exceeded.
+		if m.behaviour == slow {
+			if err := wait(c, slowWord); err != nil {
+				return err
+			}
+		}
 		if err := middleware.ReportProgress(c, usage{PromptTokens: u.PromptTokens, CompletionTokens: i + 1}.report(m.ID)); err != nil {
 			return err
 		}
@@ -154,9 +165,26 @@ func stream(c echo.Context, req chatRequest, m model, words []string, finish str
 	return s.Done()
 }
 
-// answer is the demo's reply: the last user message, cut to the token
-// limit. A flaky model always has something to stream.
-func answer(req chatRequest) (words []string, finish string) {
+// slowWord is how long gk-slow takes per word.
+const slowWord = 200 * time.Millisecond
+
+// wait waits d, or until the client has gone.
+func wait(c echo.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-c.Request().Context().Done():
+		return c.Request().Context().Err()
+	}
+}
+
+// answer is the demo's reply: the last user message, cut to the request's
+// max_tokens and to its allowance (the tokens gatekit reserved for its
+// output, when limited), with finish_reason "length" when cut. A flaky
+// model always has something to stream.
+func answer(req chatRequest, allowance int64, limited bool) (words []string, finish string) {
 	for i := len(req.Messages) - 1; i >= 0; i-- {
 		if req.Messages[i].Role == "user" {
 			words = strings.Fields(req.Messages[i].Content)
@@ -173,6 +201,9 @@ func answer(req chatRequest) (words []string, finish string) {
 	finish = "stop"
 	if limit != nil && len(words) > *limit {
 		words, finish = words[:*limit], "length"
+	}
+	if limited && int64(len(words)) > allowance {
+		words, finish = words[:allowance], "length"
 	}
 	return words, finish
 }

@@ -15,8 +15,10 @@ type behaviour int
 const (
 	// echoes answers with the last user message.
 	echoes behaviour = iota
-	// flaky streams two chunks, then fails with model_timeout.
+	// flaky streams the role and two words, then fails with model_timeout.
 	flaky
+	// slow answers as echoes does, one word every slowWord.
+	slow
 )
 
 // model is one entry of the demo's model list.
@@ -33,6 +35,7 @@ var models = map[string]model{
 	"gk-echo":  {ID: "gk-echo", Object: "model", Created: 1767225600, OwnedBy: "gatekit", behaviour: echoes},
 	"gk-flaky": {ID: "gk-flaky", Object: "model", Created: 1767225600, OwnedBy: "gatekit", behaviour: flaky},
 	"gk-large": {ID: "gk-large", Object: "model", Created: 1767225600, OwnedBy: "gatekit", behaviour: echoes},
+	"gk-slow":  {ID: "gk-slow", Object: "model", Created: 1767225600, OwnedBy: "gatekit", behaviour: slow},
 }
 
 // lookupModel returns the model named id, or 404 unknown_model.

@@ -1,0 +1,439 @@
+// Package redisstore is an admission.Store on Redis, for several instances
+// of a service that must share their rate limits, concurrency limits and
+// budgets.
+//
+// Reserve is one Lua script run atomically on the Redis server, and so is
+// Settle: one round trip each, no lock, and the same answers as
+// admission.Memory. Every key of a Request is hash-tagged with the
+// Request's Tag, so each script touches a single Redis Cluster slot; the
+// store works on a single server, Sentinel and Cluster alike.
+//
+// # Clocks
+//
+// Every call takes its time from the instance's clock (Config.Now) and
+// sends it to the script, and budget periods are computed in Go, in
+// Config.Location, because Redis knows no time zones. Instances sharing a
+// store should keep their clocks in agreement (NTP is plenty). A clock that
+// lags another never makes a bucket give out more than it holds: the
+// bucket arithmetic, like ratelimit/redisstore's, refills nothing for time
+// that a bucket's state has already seen, and measures waits from the
+// caller's clock. Reservations, by contrast, expire by the clock of the
+// call that sees them: a lagging instance sees them expire that much later.
+//
+// # Keys
+//
+// With P = Prefix + "{" + Tag + "}:", a Request's keys are
+//
+//	P + "rate:" + key             a token bucket: a 24-byte string, until it is full again
+//	P + "slot:" + key             zset: reservations holding a slot, by expiry
+//	P + "budget:" + B             hash: a budget in one period (spent, held)
+//	P + "holds:" + B              zset: that budget's holds, by expiry
+//	P + "res:" + seq              a reservation, for Settle
+//	P + "seq"                     the Tag's counter of reservations
+//
+// where B is Kind + ":" + ID + ":" + period + ":" + the period's start in
+// Unix seconds (0 for a lifetime budget). Reserve declares every key in
+// KEYS but the new reservation's record, whose name follows from the seq
+// the script draws; it shares the Tag's hash slot, which Redis and Redis
+// Cluster accept, and Settle declares it. Settle declares, for each
+// budget, the keys of every period its reservation could have been made in
+// (the periods overlapping the last TTL + SettleGrace, and a minute either
+// side): one key pair, two near a period boundary.
+//
+// A budget's held amount is a counter in its hash, raised by each hold and
+// lowered by each Settle; the holds themselves are in the budget's zset,
+// each as seq:amount scored by its expiry, so that a call ends the expired
+// ones by reading only those (ZRANGEBYSCORE up to now) and subtracting their
+// amounts. Each hold is thus added once and removed once: the work of a
+// call is bounded by the holds it ends, never a scan of all of them. Slot
+// sets are swept the same way (ZREMRANGEBYSCORE) before they are counted.
+//
+// Every key expires on its own: a bucket when it is full again, slot and
+// hold sets a TTL after their latest member, a reservation and the counter
+// a TTL + SettleGrace after their last use, and a budget when its period
+// has ended and no reservation made in it can be settled any more; each
+// plus a minute's margin for differences between clocks. The one exception
+// is a lifetime budget (Period None) with money spent, which is kept for
+// good. A Redis that evicts keys under memory pressure loses spend: run it
+// with maxmemory-policy noeviction.
+//
+// # Exact arithmetic
+//
+// Lua's numbers are float64, exact for integers below 2^53. Bucket values
+// stay below it by internal/bucket's MaxScaled. Amounts are at most
+// budget.MaxMicros (2^50): a budget's held amount never exceeds its Limit
+// (every hold fits it when made), so spent + held + Cost, checked before
+// spent passes the Limit, is below 3 x 2^50. Spent can pass the Limit only
+// through late Settles of reservations that expired before (their holds
+// no longer counted), at most by the Costs of the reservations made in
+// the last TTL + SettleGrace, each TTL's worth fitting one Limit: so below
+// (2 + SettleGrace/TTL) x 2^50, 2^53 with the defaults. Even beyond that,
+// decisions stay exact: spent is kept by HINCRBY as a 64-bit integer in
+// Redis, and a spent read inexactly is still far above every Limit; only
+// the Spent a Balance reports could then be rounded.
+package redisstore
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gatekit/gatekit/admission"
+	"github.com/gatekit/gatekit/budget"
+	"github.com/gatekit/gatekit/internal/bucket"
+	"github.com/gatekit/gatekit/internal/rediscall"
+	"github.com/gatekit/gatekit/ratelimit"
+)
+
+// Defaults for Config.
+const (
+	// DefaultPrefix starts every key when Config.Prefix is empty.
+	DefaultPrefix = "gatekit:adm:"
+	// DefaultTimeout bounds each call when Config.Timeout is 0.
+	DefaultTimeout = rediscall.DefaultTimeout
+)
+
+// margin is how long every key outlives its last possible use, to absorb
+// differences between the clocks that compute and enforce expiries.
+const margin = time.Minute
+
+var (
+	//go:embed lua/common.lua
+	commonLua string
+	//go:embed lua/reserve.lua
+	reserveLua string
+	//go:embed lua/settle.lua
+	settleLua string
+	//go:embed lua/balance.lua
+	balanceLua string
+)
+
+// Config configures a Store. The zero value (or a nil pointer) gives the
+// defaults. Stores sharing keys (the same Prefix on the same Redis) must
+// have the same TTL, SettleGrace and Location.
+type Config struct {
+	// Prefix starts every Redis key; default DefaultPrefix. It must not
+	// contain '{' or '}', which would change the keys' hash slot on Redis
+	// Cluster.
+	Prefix string
+	// Timeout bounds each call, round trip included; default
+	// DefaultTimeout. A call that takes longer returns an error wrapping
+	// context.DeadlineExceeded rather than keep the request waiting.
+	Timeout time.Duration
+	// Unbatched sends each call as a command of its own. By default, calls
+	// made at the same time go together through the client's asynchronous
+	// autopipeliner (redis.UniversalClient.AsyncAutoPipeline, tuned by
+	// redis.Options.AutoPipelineOptions): one write and one read on one
+	// connection for many calls. Each call is still one script run, and
+	// waits for its batch no longer than its Timeout. A redis.Ring has no
+	// autopipeliner and is always unbatched.
+	Unbatched bool
+	// TTL is how long an unsettled reservation holds its slots and budget
+	// amounts; default admission.DefaultTTL. It is used to the
+	// millisecond.
+	TTL time.Duration
+	// SettleGrace is how long after a reservation expires Settle still
+	// records its spend; default admission.DefaultSettleGrace. It is used
+	// to the millisecond.
+	SettleGrace time.Duration
+	// Location is the time zone of the budgets' calendar periods; default
+	// UTC.
+	Location *time.Location
+	// Now is the clock, read to the millisecond; default time.Now. Its
+	// time is sent to each script, so every instance sharing the store
+	// should have a clock in agreement with the others' (see the package
+	// documentation for what a lagging clock does).
+	Now func() time.Time
+}
+
+// Store is an admission.Store whose state lives in Redis. It is safe for
+// concurrent use, and any number of Stores, in any number of processes, may
+// share their limits and budgets through one Redis deployment.
+//
+// A call that fails with a timeout may still have been carried out by
+// Redis. A Reserve that timed out is unknown to its caller, and its
+// reservation expires after the TTL; a Settle that timed out and is
+// retried returns admission.ErrUnknownReservation if the first attempt went
+// through.
+type Store struct {
+	call                     rediscall.Caller
+	reserve, settle, balance *rediscall.Script
+	prefix                   string
+	now                      func() time.Time
+	loc                      *time.Location
+	ttl, grace               int64 // ms
+}
+
+var _ admission.Store = (*Store)(nil)
+
+// New returns a Store that keeps its state in client, configured by cfg;
+// nil means the defaults.
+//
+// Give client ContextTimeoutEnabled: true (on redis.Options,
+// redis.ClusterOptions, redis.UniversalOptions...) so that it stops waiting
+// on Redis at Config.Timeout. Without it, go-redis waits out its own
+// ReadTimeout, and the Store has to run each call on a goroutine of its own
+// to return on time, leaving that goroutine to finish in the background.
+func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
+	if client == nil {
+		return nil, errors.New("redisstore: nil client")
+	}
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	prefix, err := rediscall.Prefix(c.Prefix, DefaultPrefix)
+	if err != nil {
+		return nil, err
+	}
+	if c.Timeout < 0 || c.TTL < 0 || c.SettleGrace < 0 {
+		return nil, fmt.Errorf("redisstore: negative Timeout, TTL or SettleGrace (%v, %v, %v)", c.Timeout, c.TTL, c.SettleGrace)
+	}
+	call, err := rediscall.New(client, rediscall.Options{Timeout: c.Timeout, Unbatched: c.Unbatched})
+	if err != nil {
+		return nil, err
+	}
+	if c.TTL == 0 {
+		c.TTL = admission.DefaultTTL
+	}
+	if c.SettleGrace == 0 {
+		c.SettleGrace = admission.DefaultSettleGrace
+	}
+	if c.Location == nil {
+		c.Location = time.UTC
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return &Store{
+		call:    call,
+		reserve: rediscall.NewScript(commonLua + reserveLua),
+		settle:  rediscall.NewScript(commonLua + settleLua),
+		balance: rediscall.NewScript(commonLua + balanceLua),
+		prefix:  prefix,
+		now:     c.Now,
+		loc:     c.Location,
+		ttl:     ceilMillis(c.TTL),
+		grace:   ceilMillis(c.SettleGrace),
+	}, nil
+}
+
+func ceilMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func (s *Store) tagPrefix(tag string) string { return s.prefix + "{" + tag + "}:" }
+
+// budgetKeys returns the keys of budget sc in its period starting at start
+// (the zero Time for a lifetime budget): its hash and its holds.
+func budgetKeys(tp string, sc budget.Scope, start time.Time) (string, string) {
+	var unix int64
+	if sc.Period != budget.None {
+		unix = start.Unix()
+	}
+	b := sc.Kind + ":" + sc.ID + ":" + sc.Period.String() + ":" + strconv.FormatInt(unix, 10)
+	return tp + "budget:" + b, tp + "holds:" + b
+}
+
+// args returns the arguments every script starts with, then room for n
+// more.
+func (s *Store) args(now time.Time, n int) []any {
+	return append(make([]any, 0, 4+n), now.UnixMilli(), s.ttl, s.grace, margin.Milliseconds())
+}
+
+// Reserve implements admission.Store.Reserve.
+func (s *Store) Reserve(ctx context.Context, r *admission.Request) (admission.Result, error) {
+	var res admission.Result
+	if err := admission.Validate(r); err != nil {
+		return res, err
+	}
+	now := s.now()
+	tp := s.tagPrefix(r.Tag)
+	nr, ns, nb := len(r.Rates), len(r.Slots), len(r.Budgets)
+	keys := make([]string, 0, 1+nr+ns+2*nb)
+	keys = append(keys, tp+"seq")
+	look := 0
+	if r.Look() {
+		look = 1
+	}
+	args := s.args(now, 6+4*nr+ns+2*nb)
+	args = append(args, tp+"res:", nr, ns, nb, int64(r.Cost), look)
+	var params [admission.MaxRates]bucket.Params
+	for i, c := range r.Rates {
+		// Validate checked the policy.
+		params[i], _ = bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
+		keys = append(keys, tp+"rate:"+c.Key)
+		args = append(args, c.N, params[i].Unit, params[i].Rate, params[i].Burst)
+	}
+	for _, sl := range r.Slots {
+		keys = append(keys, tp+"slot:"+sl.Key)
+		args = append(args, sl.Limit)
+	}
+	var ends [admission.MaxBudgets]time.Time
+	for i, sc := range r.Budgets {
+		var start time.Time
+		var endMs int64
+		if sc.Period != budget.None {
+			start, ends[i] = sc.Period.Start(now, s.loc), sc.Period.End(now, s.loc)
+			endMs = ends[i].UnixMilli()
+		}
+		b, z := budgetKeys(tp, sc, start)
+		keys = append(keys, b, z)
+		args = append(args, int64(sc.Limit), endMs)
+	}
+
+	v, err := s.call.Int64s(ctx, "reserve", s.reserve, keys, args...)
+	if err != nil {
+		return res, err
+	}
+	if len(v) != 7+4*nr+ns {
+		return res, fmt.Errorf("redisstore: reserve: script returned %d values, want %d", len(v), 7+4*nr+ns)
+	}
+	for i, c := range r.Rates {
+		d := v[7+4*i:]
+		res.Rates[i] = ratelimit.Decision{
+			Allowed: d[0] == 1, Limit: c.Policy.Limit, Remaining: d[1],
+			ResetAfter: time.Duration(d[2]) * time.Millisecond,
+			RetryAfter: time.Duration(d[3]) * time.Millisecond,
+		}
+	}
+	copy(res.InUse[:ns], v[7+4*nr:])
+	if b := int(v[4]); b >= 0 {
+		if b >= nb {
+			return res, fmt.Errorf("redisstore: reserve: script named budget %d of %d", b, nb)
+		}
+		res.Budget = b
+		res.Balance = budget.NewBalance(r.Budgets[b].Limit, budget.Micros(v[5]), budget.Micros(v[6]), ends[b])
+	}
+	if v[0] == 1 {
+		res.Allowed = true
+		if v[1] != 0 { // 0 for a look
+			res.ID = admission.ID{Tag: r.Tag, Seq: uint64(v[1])}
+		}
+		return res, nil
+	}
+	res.Index = int(v[3])
+	switch v[2] {
+	case 1:
+		if res.Index >= nr {
+			return res, fmt.Errorf("redisstore: reserve: script named rate %d of %d", res.Index, nr)
+		}
+		res.Refused, res.Never = admission.KindRate, r.Rates[res.Index].N > params[res.Index].Burst
+	case 2:
+		if res.Index >= ns {
+			return res, fmt.Errorf("redisstore: reserve: script named slot %d of %d", res.Index, ns)
+		}
+		res.Refused = admission.KindSlot
+	case 3:
+		b := r.Budgets[res.Budget]
+		res.Refused, res.Never = admission.KindBudget, r.Cost > b.Limit || b.Limit == 0
+	default:
+		return res, fmt.Errorf("redisstore: reserve: script refused with kind %d", v[2])
+	}
+	return res, nil
+}
+
+// Settle implements admission.Store.Settle.
+func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.ID, u admission.Usage) (admission.SettleResult, error) {
+	var res admission.SettleResult
+	if err := admission.Validate(r); err != nil {
+		return res, err
+	}
+	if id.Tag != r.Tag {
+		return res, fmt.Errorf("%w: %v is not of tag %q", admission.ErrUnknownReservation, id, r.Tag)
+	}
+	if u.Cost < 0 {
+		return res, fmt.Errorf("%w: negative cost", admission.ErrInvalidRequest)
+	}
+	if id.Seq == 0 {
+		return res, fmt.Errorf("%w: %v", admission.ErrUnknownReservation, id)
+	}
+	now := s.now()
+	tp := s.tagPrefix(r.Tag)
+	seq := strconv.FormatUint(id.Seq, 10)
+	// The Refund claims with units to give back.
+	var back [admission.MaxRates]int64
+	var refund [admission.MaxRates]int
+	nr := 0
+	for i, c := range r.Rates {
+		if back[nr] = c.N - max(u.Used[i], 0); c.Refund && back[nr] > 0 {
+			refund[nr] = i
+			nr++
+		}
+	}
+	ns, nb := len(r.Slots), len(r.Budgets)
+	keys := make([]string, 0, 1+nr+ns+4*nb)
+	keys = append(keys, tp+"res:"+seq)
+	args := s.args(now, 5+4*nr+5*nb)
+	args = append(args, seq, int64(min(u.Cost, r.Cost)), nr, ns, nb)
+	for j, i := range refund[:nr] {
+		c := r.Rates[i]
+		p, _ := bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
+		keys = append(keys, tp+"rate:"+c.Key)
+		args = append(args, back[j], p.Unit, p.Rate, p.Burst)
+	}
+	for _, sl := range r.Slots {
+		keys = append(keys, tp+"slot:"+sl.Key)
+	}
+	// The reservation was made in one of the periods overlapping the time
+	// it can still be settled in, give or take the margin.
+	from, to := now.Add(-time.Duration(s.ttl+s.grace)*time.Millisecond-margin), now.Add(margin)
+	for _, sc := range r.Budgets {
+		if sc.Period == budget.None {
+			b, z := budgetKeys(tp, sc, time.Time{})
+			keys = append(keys, b, z)
+			args = append(args, 1, 0, 0)
+			continue
+		}
+		at := len(args)
+		args = append(args, 0)
+		m := 0
+		for start := sc.Period.Start(from, s.loc); !start.After(to); m++ {
+			end := sc.Period.End(start, s.loc)
+			b, z := budgetKeys(tp, sc, start)
+			keys = append(keys, b, z)
+			args = append(args, start.UnixMilli(), end.UnixMilli())
+			start = end
+		}
+		args[at] = m
+	}
+
+	v, err := s.call.Int64s(ctx, "settle", s.settle, keys, args...)
+	if err != nil {
+		return res, err
+	}
+	switch {
+	case len(v) != 1:
+		return res, fmt.Errorf("redisstore: settle: script returned %d values, want 1", len(v))
+	case v[0] == -1:
+		return res, fmt.Errorf("%w: %v", admission.ErrUnknownReservation, id)
+	}
+	res.Expired = v[0] == 1
+	return res, nil
+}
+
+// Balance implements admission.Store.Balance.
+func (s *Store) Balance(ctx context.Context, scope budget.Scope) (budget.Balance, error) {
+	if err := scope.Valid(); err != nil {
+		return budget.Balance{}, err
+	}
+	now := s.now()
+	var start, end time.Time
+	if scope.Period != budget.None {
+		start, end = scope.Period.Start(now, s.loc), scope.Period.End(now, s.loc)
+	}
+	b, z := budgetKeys(s.tagPrefix(scope.Tag), scope, start)
+	v, err := s.call.Int64s(ctx, "balance", s.balance, []string{b, z}, s.args(now, 0)...)
+	if err != nil {
+		return budget.Balance{}, err
+	}
+	if len(v) != 2 {
+		return budget.Balance{}, fmt.Errorf("redisstore: balance: script returned %d values, want 2", len(v))
+	}
+	return budget.NewBalance(scope.Limit, budget.Micros(v[0]), budget.Micros(v[1]), end), nil
+}

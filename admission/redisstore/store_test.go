@@ -1,0 +1,626 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gatekit/gatekit/admission"
+	"github.com/gatekit/gatekit/admission/admissiontest"
+	"github.com/gatekit/gatekit/admission/redisstore"
+	"github.com/gatekit/gatekit/budget"
+	"github.com/gatekit/gatekit/internal/redistest"
+	"github.com/gatekit/gatekit/ratelimit"
+)
+
+// redisServer is this package's redis-server, started by the first test that
+// needs it and stopped by TestMain.
+var redisServer = redistest.New()
+
+func TestMain(m *testing.M) {
+	m.Run()
+	redisServer.Close()
+}
+
+var ctx = context.Background()
+
+// batching names the two ways a Store sends its calls, for tests that run
+// in both.
+var batching = []struct {
+	name      string
+	unbatched bool
+}{{"batched", false}, {"unbatched", true}}
+
+// epoch is the instant clock-driven tests start at: a Tuesday, 10:00 UTC.
+var epoch = time.Date(2030, time.January, 15, 10, 0, 0, 0, time.UTC)
+
+func newStore(tb testing.TB, client redis.UniversalClient, cfg *redisstore.Config) *redisstore.Store {
+	tb.Helper()
+	s, err := redisstore.New(client, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// fixed returns a clock that always reads t.
+func fixed(t time.Time) func() time.Time { return func() time.Time { return t } }
+
+func TestConformance(t *testing.T) {
+	for _, b := range batching {
+		t.Run(b.name, func(t *testing.T) {
+			client := redisServer.Client(t)
+			admissiontest.Run(t, func(t *testing.T, cfg admissiontest.Config) admission.Store {
+				return newStore(t, client, &redisstore.Config{
+					Prefix: redisServer.KeyPrefix(t), Timeout: redistest.SlowTimeout, Unbatched: b.unbatched,
+					TTL: cfg.TTL, SettleGrace: cfg.SettleGrace, Location: cfg.Location, Now: cfg.Now,
+				})
+			})
+		})
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	client := redistest.Unreachable(t)
+	for name, cfg := range map[string]*redisstore.Config{
+		"braces in prefix":     {Prefix: "adm:{x}:"},
+		"negative timeout":     {Timeout: -time.Second},
+		"negative TTL":         {TTL: -time.Second},
+		"negative SettleGrace": {SettleGrace: -time.Second},
+	} {
+		if _, err := redisstore.New(client, cfg); err == nil {
+			t.Errorf("%s: New accepted %+v", name, cfg)
+		}
+	}
+	if _, err := redisstore.New(nil, nil); err == nil {
+		t.Error("New accepted a nil client")
+	}
+	if _, err := redisstore.New(client, nil); err != nil {
+		t.Errorf("New with a nil Config: %v", err)
+	}
+}
+
+// fullRequest is a request with a claim of every kind, as middleware makes
+// them: requests and tokens per minute, a concurrency limit, and a key's
+// daily and its account's monthly budget.
+func fullRequest(tag string) *admission.Request {
+	return &admission.Request{
+		Tag: tag,
+		Rates: []admission.Rate{
+			{Key: "key1:rpm", Policy: ratelimit.PerMinute(1_000_000), N: 1},
+			{Key: "key1:tpm", Policy: ratelimit.PerMinute(1_000_000_000), N: 4000, Refund: true},
+		},
+		Slots: []admission.Slot{{Key: "key1:parallel", Limit: 1_000_000}},
+		Budgets: []budget.Scope{
+			{Tag: tag, Kind: "key", ID: "key1", Limit: budget.MaxMicros, Period: budget.Daily},
+			{Tag: tag, Kind: "account", ID: tag, Limit: budget.MaxMicros, Period: budget.Monthly},
+		},
+		Cost: 20_000,
+	}
+}
+
+// TestExactAcrossInstances: three instances (a client and a Store each) of
+// 32 goroutines reserve a request whose claims together ask three times a
+// budget, a token limit and a concurrency limit of 8, and settle each
+// reporting ten times what it reserved. No cap is passed by one unit, and
+// the budget's spend is exactly what was settled.
+func TestExactAcrossInstances(t *testing.T) {
+	redisServer.Ready(t)
+	prefix := redisServer.KeyPrefix(t)
+	const (
+		instances, goroutines, each = 3, 32, 10
+		parallel                    = 8
+		tokens                      = 9_600 // 960 requests x 30 tokens = 3 x tokens
+		perRequest                  = 30
+		limit                       = 96_000 // 960 requests x 300 = 3 x limit
+		cost                        = 300
+	)
+	// A clock that stands still: no bucket refills and no reservation
+	// expires while the test runs, so every figure is exact.
+	clock := fixed(epoch)
+	sc := budget.Scope{Tag: "acct", Kind: "account", ID: "acct", Limit: limit, Period: budget.Monthly}
+	tpm := ratelimit.PerMinute(tokens)
+	r := &admission.Request{Tag: "acct",
+		Rates:   []admission.Rate{{Key: "tpm", Policy: tpm, N: perRequest, Refund: true}},
+		Slots:   []admission.Slot{{Key: "par", Limit: parallel}},
+		Budgets: []budget.Scope{sc}, Cost: cost}
+
+	var stores []*redisstore.Store
+	for range instances {
+		client := redisServer.Client(t)
+		var wg sync.WaitGroup
+		for range goroutines {
+			wg.Go(func() { client.Ping(ctx) })
+		}
+		wg.Wait()
+		stores = append(stores, newStore(t, client, &redisstore.Config{Prefix: prefix, Now: clock, Timeout: redistest.SlowTimeout}))
+	}
+
+	var inFlight, most, admitted, settled, sawTooMany, refusedBySlot atomic.Int64
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		for range goroutines {
+			wg.Go(func() {
+				for range each {
+					res, err := s.Reserve(ctx, r)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if !res.Allowed {
+						if res.Refused == admission.KindSlot {
+							refusedBySlot.Add(1)
+						}
+						continue
+					}
+					n := inFlight.Add(1)
+					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+					}
+					if res.InUse[0] > parallel {
+						sawTooMany.Add(1)
+					}
+					admitted.Add(1)
+					time.Sleep(100 * time.Microsecond) // hold the slot a little
+					inFlight.Add(-1)
+					u := admission.Usage{Used: [admission.MaxRates]int64{10 * perRequest}, Cost: 10 * cost}
+					if _, err := s.Settle(ctx, r, res.ID, u); err != nil {
+						t.Error(err)
+						return
+					}
+					settled.Add(cost)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	b, err := stores[0].Balance(ctx, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := &admission.Request{Tag: "acct", Rates: []admission.Rate{{Key: "tpm", Policy: tpm, N: 0}},
+		Slots: []admission.Slot{{Key: "par", Limit: parallel}}}
+	left, err := stores[1].Reserve(ctx, probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := admitted.Load() * perRequest
+	t.Logf("%d instances x %d goroutines x %d: %d admitted (%d refused by the slot limit), at most %d in flight; spent %v of %v; %d tokens taken, %d left",
+		instances, goroutines, each, admitted.Load(), refusedBySlot.Load(), most.Load(), b.Spent, sc.Limit, taken, left.Rates[0].Remaining)
+	if b.Spent > limit || b.Spent != budget.Micros(settled.Load()) || b.Held != 0 {
+		t.Errorf("balance %+v: want spent = the %d settled, at most %d, nothing held", b, settled.Load(), limit)
+	}
+	if taken > tokens || taken+left.Rates[0].Remaining != tokens {
+		t.Errorf("%d tokens taken and %d left, want at most %d taken and together exactly %d", taken, left.Rates[0].Remaining, tokens, tokens)
+	}
+	if most.Load() > parallel || sawTooMany.Load() > 0 {
+		t.Errorf("%d in flight at once, %d reservations saw more than %d slots in use", most.Load(), sawTooMany.Load(), parallel)
+	}
+	if !left.Allowed || left.InUse[0] != 1 {
+		t.Errorf("after every settle: %+v, want every slot free", left)
+	}
+	if admitted.Load() == 0 || refusedBySlot.Load() == 0 {
+		t.Errorf("%d admitted, %d refused by the slot limit: want the test to reach both", admitted.Load(), refusedBySlot.Load())
+	}
+}
+
+// commandStats returns the calls and microseconds Redis has counted for
+// each command, from INFO commandstats.
+func commandStats(tb testing.TB, client redis.UniversalClient) map[string][2]int64 {
+	tb.Helper()
+	info, err := client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stats := map[string][2]int64{}
+	for line := range strings.Lines(info) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, found := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !found {
+			continue
+		}
+		var calls, usec int64
+		for field := range strings.SplitSeq(rest, ",") {
+			k, v, _ := strings.Cut(field, "=")
+			switch k {
+			case "calls":
+				calls, _ = strconv.ParseInt(v, 10, 64)
+			case "usec":
+				usec, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		stats[name] = [2]int64{calls, usec}
+	}
+	return stats
+}
+
+// TestOneScriptPerCall: a Reserve is one EVALSHA, and so is a Settle,
+// whatever the request holds.
+func TestOneScriptPerCall(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	for _, b := range batching {
+		client := srv.ClientWithDefaults(t, true)
+		hook := &redistest.CommandCounter{}
+		client.AddHook(hook)
+		store := newStore(t, client, &redisstore.Config{Unbatched: b.unbatched, Timeout: redistest.SlowTimeout})
+		r := fullRequest("acct_" + b.name)
+		// The first calls load the scripts: EVALSHA, NOSCRIPT, EVAL.
+		res, err := store.Reserve(ctx, r)
+		if err != nil || !res.Allowed {
+			t.Fatalf("%s: first Reserve: %+v, %v", b.name, res, err)
+		}
+		if _, err := store.Settle(ctx, r, res.ID, admission.Usage{Cost: 1}); err != nil {
+			t.Fatalf("%s: first Settle: %v", b.name, err)
+		}
+		for i := range 10 {
+			before, stats := hook.Count(), commandStats(t, admin)
+			res, err := store.Reserve(ctx, r)
+			if err != nil || !res.Allowed {
+				t.Fatalf("%s: Reserve %d: %+v, %v", b.name, i, res, err)
+			}
+			afterReserve, reserveStats := hook.Count(), commandStats(t, admin)
+			if _, err := store.Settle(ctx, r, res.ID, admission.Usage{Used: [admission.MaxRates]int64{1, 100}, Cost: 5000}); err != nil {
+				t.Fatalf("%s: Settle %d: %v", b.name, i, err)
+			}
+			after, settleStats := hook.Count(), commandStats(t, admin)
+			if n, m := afterReserve-before, after-afterReserve; n != 1 || m != 1 {
+				t.Fatalf("%s: Reserve sent %d commands and Settle %d, want 1 each", b.name, n, m)
+			}
+			for call, st := range map[string][2]map[string][2]int64{"Reserve": {stats, reserveStats}, "Settle": {reserveStats, settleStats}} {
+				evalsha := st[1]["evalsha"][0] - st[0]["evalsha"][0]
+				eval := st[1]["eval"][0] - st[0]["eval"][0]
+				if evalsha != 1 || eval != 0 {
+					t.Fatalf("%s: %s ran %d EVALSHA and %d EVAL, want one EVALSHA", b.name, call, evalsha, eval)
+				}
+			}
+		}
+	}
+}
+
+// TestRedisTimePerReserveAndSettle measures, on a server of its own, the
+// time Redis spends running the scripts of a Reserve and its Settle for a
+// request of two rates, a slot and two budgets, and logs it: run with -v.
+func TestRedisTimePerReserveAndSettle(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.ClientWithDefaults(t, true)
+	store := newStore(t, client, &redisstore.Config{Timeout: redistest.SlowTimeout})
+	const tags, rounds = 100, 20
+	reqs := make([]*admission.Request, tags)
+	for i := range reqs {
+		reqs[i] = fullRequest(fmt.Sprintf("acct_%03d", i))
+	}
+	round := func() {
+		for _, r := range reqs {
+			res, err := store.Reserve(ctx, r)
+			if err != nil || !res.Allowed {
+				t.Fatalf("Reserve: %+v, %v", res, err)
+			}
+			if _, err := store.Settle(ctx, r, res.ID, admission.Usage{Used: [admission.MaxRates]int64{1, 1000}, Cost: 7000}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	round() // loads the scripts and creates the keys
+	if err := client.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range rounds {
+		round()
+	}
+	st := commandStats(t, client)["evalsha"]
+	pairs := int64(tags * rounds)
+	if st[0] != 2*pairs {
+		t.Fatalf("%d EVALSHA for %d reserves and settles, want %d", st[0], pairs, 2*pairs)
+	}
+	t.Logf("Redis time per Reserve + Settle (2 rates, 1 slot, 2 budgets): %.1f µs (%d EVALSHA, %.1f µs each)",
+		float64(st[1])/float64(pairs), st[0], float64(st[1])/float64(st[0]))
+	for name, s := range commandStats(t, client) {
+		t.Logf("DEBUG %s calls=%d usec=%d per=%.2f", name, s[0], s[1], float64(s[1])/float64(s[0]))
+	}
+}
+
+func TestStoreDownFailsWithinTimeout(t *testing.T) {
+	for _, b := range batching {
+		t.Run(b.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			store := newStore(t, srv.ClientWithDefaults(t, true), &redisstore.Config{Timeout: redistest.OutageTimeout, Unbatched: b.unbatched})
+			r := fullRequest("acct")
+			res, err := store.Reserve(ctx, r)
+			if err != nil || !res.Allowed {
+				t.Fatalf("Reserve: %+v, %v", res, err)
+			}
+			if err := srv.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				redistest.FailsFastWhileStopped(t, fmt.Sprint("Reserve ", i), redistest.OutageTimeout, func() error {
+					_, err := store.Reserve(ctx, r)
+					return err
+				})
+				err := redistest.FailsFastWhileStopped(t, fmt.Sprint("Settle ", i), redistest.OutageTimeout, func() error {
+					_, err := store.Settle(ctx, r, res.ID, admission.Usage{})
+					return err
+				})
+				if errors.Is(err, admission.ErrUnknownReservation) {
+					t.Fatalf("Settle with Redis stopped: %v, a backend failure reported as an unknown reservation", err)
+				}
+				redistest.FailsFastWhileStopped(t, fmt.Sprint("Balance ", i), redistest.OutageTimeout, func() error {
+					_, err := store.Balance(ctx, r.Budgets[0])
+					return err
+				})
+			}
+			// A restarted server has no data and no scripts: the store
+			// loads them again and starts afresh.
+			var again admission.Result
+			srv.RestartAndRetry(t, func() (err error) {
+				again, err = store.Reserve(ctx, r)
+				return err
+			})
+			if !again.Allowed || again.Balance.Held != r.Cost {
+				t.Fatalf("first Reserve after the restart: %+v", again)
+			}
+		})
+	}
+}
+
+func TestStoreHonoursTheCallersDeadline(t *testing.T) {
+	client := redisServer.Client(t)
+	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := store.Reserve(cctx, fullRequest("a")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Reserve with a cancelled context: err = %v, want context.Canceled", err)
+	}
+}
+
+// TestKeysShareTheTagAndExpire: every key a request touches is hash-tagged
+// with its Tag, and has a TTL fitting its use, but a lifetime budget with
+// money spent.
+func TestKeysShareTheTagAndExpire(t *testing.T) {
+	client := redisServer.Client(t)
+	prefix := redisServer.KeyPrefix(t)
+	const ttl, grace = 10 * time.Minute, time.Hour
+	store := newStore(t, client, &redisstore.Config{Prefix: prefix, Now: fixed(epoch), TTL: ttl, SettleGrace: grace, Timeout: redistest.SlowTimeout})
+	r := fullRequest("acme")
+	r.Budgets = append(r.Budgets, budget.Scope{Tag: "acme", Kind: "account", ID: "acme", Limit: budget.MaxMicros, Period: budget.None})
+	settled, err := store.Reserve(ctx, r)
+	if err != nil || !settled.Allowed {
+		t.Fatalf("Reserve: %+v, %v", settled, err)
+	}
+	if _, err := store.Settle(ctx, r, settled.ID, admission.Usage{Cost: 100}); err != nil {
+		t.Fatal(err)
+	}
+	open, err := store.Reserve(ctx, r) // left unsettled
+	if err != nil || !open.Allowed {
+		t.Fatalf("Reserve: %+v, %v", open, err)
+	}
+
+	keys, err := client.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The TTLs keys get: at most ttl, at least ttl less a margin for a slow
+	// test, by the end of the key's name.
+	const margin = time.Minute
+	day := 14*time.Hour + grace + margin // the daily budget: to midnight, then grace
+	month := (16*24+14)*time.Hour + grace + margin
+	want := map[string]time.Duration{
+		"seq": ttl + grace + margin,
+		"res:" + strconv.FormatUint(open.ID.Seq, 10): ttl + grace + margin,
+		"rate:key1:rpm":      time.Second + time.Millisecond, // the refill of what was taken, and a second
+		"rate:key1:tpm":      time.Second + time.Millisecond,
+		"slot:key1:parallel": ttl + margin,
+		"budget:key:key1:daily:" + strconv.FormatInt(time.Date(2030, 1, 15, 0, 0, 0, 0, time.UTC).Unix(), 10):      day,
+		"holds:key:key1:daily:" + strconv.FormatInt(time.Date(2030, 1, 15, 0, 0, 0, 0, time.UTC).Unix(), 10):       ttl + margin,
+		"budget:account:acme:monthly:" + strconv.FormatInt(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).Unix(), 10): month,
+		"holds:account:acme:monthly:" + strconv.FormatInt(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).Unix(), 10):  ttl + margin,
+		"budget:account:acme:none:0": -1, // kept for good
+		"holds:account:acme:none:0":  ttl + margin,
+	}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		rest, ok := strings.CutPrefix(k, prefix+"{acme}:")
+		if !ok || strings.ContainsAny(rest, "{}") {
+			t.Errorf("key %q is not tagged {acme} right after the prefix", k)
+			continue
+		}
+		d, ok := want[rest]
+		if !ok {
+			t.Errorf("unexpected key %q", k)
+			continue
+		}
+		seen[rest] = true
+		got, err := client.PTTL(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case d < 0 && got != -1:
+			t.Errorf("%s: PTTL %v, want none", rest, got)
+		case d >= 0 && (got > d || got < d-5*time.Second):
+			t.Errorf("%s: PTTL %v, want %v", rest, got, d)
+		}
+	}
+	for k := range want {
+		if !seen[k] {
+			t.Errorf("no key %s", k)
+		}
+	}
+}
+
+// TestSettleRecordsInThePeriodOfTheReservation: a reservation made on one
+// day and settled the next, even by an instance in another time zone's
+// afternoon, is charged to the day it was made in, in the store's zone.
+func TestSettleRecordsInThePeriodOfTheReservation(t *testing.T) {
+	client := redisServer.Client(t)
+	prefix := redisServer.KeyPrefix(t)
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Skipf("no time zone data: %v", err)
+	}
+	var now atomic.Int64
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	store := newStore(t, client, &redisstore.Config{Prefix: prefix, Now: clock, Location: ny, Timeout: redistest.SlowTimeout, SettleGrace: 3 * time.Hour})
+	daily := budget.Scope{Tag: "a", Kind: "key", ID: "k", Limit: 1000, Period: budget.Daily}
+	r := &admission.Request{Tag: "a", Budgets: []budget.Scope{daily}, Cost: 700}
+
+	now.Store(time.Date(2030, 3, 9, 23, 59, 0, 0, ny).UnixNano()) // the night before a DST change
+	res, err := store.Reserve(ctx, r)
+	if err != nil || !res.Allowed {
+		t.Fatalf("Reserve: %+v, %v", res, err)
+	}
+	if want := time.Date(2030, 3, 10, 0, 0, 0, 0, ny); !res.Balance.ResetsAt.Equal(want) {
+		t.Fatalf("ResetsAt %v, want %v", res.Balance.ResetsAt, want)
+	}
+	now.Store(time.Date(2030, 3, 10, 3, 30, 0, 0, ny).UnixNano()) // expired, settled late
+	got, err := store.Settle(ctx, r, res.ID, admission.Usage{Cost: 600})
+	if err != nil || !got.Expired {
+		t.Fatalf("Settle: %+v, %v; want an expired reservation settled", got, err)
+	}
+	if b, err := store.Balance(ctx, daily); err != nil || b.Spent != 0 || b.Remaining != 1000 {
+		t.Fatalf("the new day: %+v, %v; want nothing spent", b, err)
+	}
+	now.Store(time.Date(2030, 3, 9, 23, 59, 30, 0, ny).UnixNano()) // back on the old day
+	if b, err := store.Balance(ctx, daily); err != nil || b.Spent != 600 || b.Held != 0 {
+		t.Fatalf("the old day: %+v, %v; want 600 spent", b, err)
+	}
+}
+
+// TestStoreMatchesMemory replays random sequences of reservations and
+// settlements, with the clock jumping, against the Redis store and
+// admission.Memory: every answer must be the same.
+func TestStoreMatchesMemory(t *testing.T) {
+	var now atomic.Int64
+	now.Store(epoch.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()).UTC() }
+	const ttl, grace = time.Minute, 5 * time.Minute
+	mem, err := admission.NewMemory(&admission.MemoryConfig{Now: clock, TTL: ttl, SettleGrace: grace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(t, redisServer.Client(t), &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: clock, TTL: ttl, SettleGrace: grace, Timeout: redistest.SlowTimeout})
+
+	rng := rand.New(rand.NewPCG(5, 6))
+	rates := []admission.Rate{
+		{Key: "rpm", Policy: ratelimit.PerMinute(20), N: 1},
+		{Key: "tpm", Policy: ratelimit.PerMinute(5000).WithBurst(3000), N: 700, Refund: true},
+		{Key: "rph", Policy: ratelimit.PerHour(100), N: 1},
+	}
+	slots := []admission.Slot{{Key: "par", Limit: 3}, {Key: "par2", Limit: 5}}
+	scopes := []budget.Scope{
+		{Tag: "t", Kind: "key", ID: "k", Limit: 10_000, Period: budget.Daily},
+		{Tag: "t", Kind: "account", ID: "t", Limit: 25_000, Period: budget.Monthly},
+		{Tag: "t", Kind: "key", ID: "life", Limit: 40_000, Period: budget.None},
+	}
+	pick := func(n int) []int { return rng.Perm(n)[:rng.IntN(n+1)] }
+	type open struct {
+		r          *admission.Request
+		mine, ours admission.ID
+	}
+	var live []open
+	for step := range 3000 {
+		// The stores keep time to the millisecond.
+		switch rng.IntN(12) {
+		case 0:
+			now.Add(int64(time.Millisecond) * rng.Int64N(3*24*3600*1000))
+		case 1:
+			now.Add(int64(time.Millisecond) * rng.Int64N(3*3600*1000))
+		case 2, 3, 4:
+			now.Add(int64(time.Millisecond) * rng.Int64N(10*1000))
+		}
+		if len(live) > 0 && rng.IntN(2) == 0 {
+			i := rng.IntN(len(live))
+			o := live[i]
+			live = append(live[:i], live[i+1:]...)
+			var u admission.Usage
+			for j := range o.r.Rates {
+				u.Used[j] = rng.Int64N(2*o.r.Rates[j].N + 1)
+			}
+			u.Cost = budget.Micros(rng.Int64N(2*int64(o.r.Cost) + 1))
+			want, werr := mem.Settle(ctx, o.r, o.mine, u)
+			got, gerr := store.Settle(ctx, o.r, o.ours, u)
+			if errors.Is(werr, admission.ErrUnknownReservation) != errors.Is(gerr, admission.ErrUnknownReservation) || (werr == nil) != (gerr == nil) || got != want {
+				t.Fatalf("step %d: Settle at +%v:\nredis  %+v, %v\nmemory %+v, %v", step, clock().Sub(epoch), got, gerr, want, werr)
+			}
+			continue
+		}
+		r := &admission.Request{Tag: "t", Cost: budget.Micros(rng.Int64N(6000))}
+		for _, i := range pick(len(rates)) {
+			c := rates[i]
+			c.N = rng.Int64N(c.N + 1)
+			r.Rates = append(r.Rates, c)
+		}
+		for _, i := range pick(len(slots)) {
+			r.Slots = append(r.Slots, slots[i])
+		}
+		for _, i := range pick(len(scopes)) {
+			r.Budgets = append(r.Budgets, scopes[i])
+		}
+		want, werr := mem.Reserve(ctx, r)
+		got, gerr := store.Reserve(ctx, r)
+		if werr != nil || gerr != nil {
+			t.Fatalf("step %d: Reserve: redis %v, memory %v", step, gerr, werr)
+		}
+		mine, ours := want.ID, got.ID
+		want.ID, got.ID = admission.ID{}, admission.ID{}
+		if !want.Balance.ResetsAt.Equal(got.Balance.ResetsAt) {
+			t.Fatalf("step %d: ResetsAt: redis %v, memory %v", step, got.Balance.ResetsAt, want.Balance.ResetsAt)
+		}
+		want.Balance.ResetsAt, got.Balance.ResetsAt = time.Time{}, time.Time{}
+		if got != want {
+			t.Fatalf("step %d: Reserve(%+v) at +%v:\nredis  %+v\nmemory %+v", step, r, clock().Sub(epoch), got, want)
+		}
+		if got.Allowed {
+			live = append(live, open{r, mine, ours})
+		}
+	}
+	for _, sc := range scopes {
+		want, _ := mem.Balance(ctx, sc)
+		got, err := store.Balance(ctx, sc)
+		if err != nil || got.Spent != want.Spent || got.Held != want.Held {
+			t.Fatalf("Balance(%v): redis %+v, %v; memory %+v", sc, got, err, want)
+		}
+	}
+}
+
+func BenchmarkReserveSettle(b *testing.B) {
+	client := redisServer.ClientWithDefaults(b, true)
+	store := newStore(b, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(b), Timeout: redistest.SlowTimeout})
+	reqs := make([]*admission.Request, 256)
+	for i := range reqs {
+		reqs[i] = fullRequest(fmt.Sprintf("acct_%03d", i))
+	}
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1)) * 17
+		for pb.Next() {
+			r := reqs[i%len(reqs)]
+			i++
+			res, err := store.Reserve(ctx, r)
+			if err != nil || !res.Allowed {
+				b.Errorf("Reserve: %+v, %v", res, err)
+				return
+			}
+			if _, err := store.Settle(ctx, r, res.ID, admission.Usage{Used: [admission.MaxRates]int64{1, 1000}, Cost: 7000}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
