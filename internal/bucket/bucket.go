@@ -73,7 +73,7 @@ func gcd(a, b int64) int64 {
 
 // State is what a store keeps per key. A key without state is a full bucket.
 type State struct {
-	Bal  int64 // balance in scaled units; negative after a Charge into debt
+	Bal  int64 // balance in scaled units
 	TS   int64 // the millisecond at which Bal was true
 	Unit int64 // Params.Unit of the policy Bal was scaled by
 }
@@ -84,7 +84,6 @@ type Op uint8
 // The operations of ratelimit.Limiter.
 const (
 	OpAllow  Op = iota // take n units if all are there (n == 0: check for one)
-	OpCharge           // take n units unconditionally, down to -Burst
 	OpRefund           // give back n units, up to a full bucket
 )
 
@@ -153,20 +152,6 @@ func Decide(st *State, p Params, now int64, op Op, n int64) Result {
 			allowed, write = true, true
 		default:
 			retry = wait(n*p.Unit - bal)
-		}
-	case OpCharge:
-		if n > 0 {
-			if n >= 2*p.Burst {
-				bal = -full
-			} else {
-				bal = max(bal-n*p.Unit, -full)
-			}
-			write = true
-		}
-		if bal >= p.Unit {
-			allowed = true
-		} else {
-			retry = wait(p.Unit - bal)
 		}
 	case OpRefund:
 		if n > 0 {

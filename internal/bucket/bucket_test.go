@@ -73,7 +73,7 @@ func TestDecideWithTheCallersClockBehindTheState(t *testing.T) {
 		t.Fatalf("%+v: want denied, RetryAfter 140ms (40 of skew + 100), ResetAfter 1040ms", got)
 	}
 	// Time never runs backwards for the bucket.
-	got = Decide(&st, p, 10_000, OpCharge, 1)
+	got = Decide(&st, p, 10_000, OpRefund, 1)
 	if got.State.TS != 10_040 {
 		t.Fatalf("state time moved back to %d", got.State.TS)
 	}
@@ -89,10 +89,11 @@ func TestDecideAfterACenturyIdleDoesNotOverflow(t *testing.T) {
 	}
 }
 
-func TestChargeOfManyTimesTheBurstDoesNotOverflow(t *testing.T) {
+func TestRefundOfManyTimesTheBurstFillsTheBucketAndNoMore(t *testing.T) {
 	p, _ := New(1, 24*time.Hour, MaxScaled/86_400_000)
-	got := Decide(nil, p, 0, OpCharge, 1<<62)
-	if got.State.Bal != -p.Cap() || got.Allowed {
-		t.Fatalf("%+v: want the debt capped at minus the burst", got)
+	st := State{Bal: 0, TS: 0, Unit: p.Unit}
+	got := Decide(&st, p, 0, OpRefund, 1<<62)
+	if got.State.Bal != p.Cap() || !got.Allowed || got.Remaining != p.Burst {
+		t.Fatalf("%+v: want a full bucket", got)
 	}
 }
