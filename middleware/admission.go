@@ -203,7 +203,50 @@ func (cfg AdmissionConfig) ToStep() (Step, error) {
 
 type admitter struct {
 	cfg      AdmissionConfig
+	keys     keyCache
 	failures storeFailureLog
+}
+
+// routeKeys are a principal's store keys on a route.
+type routeKeys struct{ requests, tokens, slot string }
+
+// keyCache keeps the routeKeys of principals by id and route, so that a
+// request builds no key strings: at most maxCachedKeys of them, after
+// which keys are built per request.
+type keyCache struct {
+	mu sync.RWMutex
+	m  map[routeOf]*routeKeys
+}
+
+type routeOf struct{ id, method, route string }
+
+const maxCachedKeys = 1 << 16
+
+func (kc *keyCache) get(id, method, route string) *routeKeys {
+	k := routeOf{id, method, route}
+	kc.mu.RLock()
+	rk := kc.m[k]
+	kc.mu.RUnlock()
+	if rk != nil {
+		return rk
+	}
+	rk = &routeKeys{
+		requests: LimitKey(id, method, route, false),
+		tokens:   LimitKey(id, method, route, true),
+		slot:     id + "\x00" + method + " " + route + "\x00c",
+	}
+	kc.mu.Lock()
+	defer kc.mu.Unlock()
+	if kc.m == nil {
+		kc.m = map[routeOf]*routeKeys{}
+	}
+	if old := kc.m[k]; old != nil {
+		return old
+	}
+	if len(kc.m) < maxCachedKeys {
+		kc.m[k] = rk
+	}
+	return rk
 }
 
 // The rate claims of a request, by index.
@@ -220,13 +263,13 @@ type admitted struct {
 	// shutdown does not touch a context its handler still uses.
 	ctx                      context.Context
 	requestID, method, route string
-	req       admission.Request
-	rates     [2]admission.Rate
-	slots     [1]admission.Slot
-	tokenIdx  int // index of the token claim in req.Rates, or -1
-	id        admission.ID
-	allowance int64
-	model     string
+	req                      admission.Request
+	rates                    [2]admission.Rate
+	slots                    [1]admission.Slot
+	tokenIdx                 int // index of the token claim in req.Rates, or -1
+	id                       admission.ID
+	allowance                int64
+	model                    string
 	// settled is set, under the record's lock, by the one settlement.
 	settled bool
 }
@@ -303,6 +346,17 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 	return next(c)
 }
 
+// detachedContext is a request's context without its cancellation or
+// deadline, as context.WithoutCancel gives, kept in the request's record
+// so that settling allocates none.
+type detachedContext struct{ parent context.Context }
+
+func (detachedContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (detachedContext) Done() <-chan struct{}       { return nil }
+func (detachedContext) Err() error                  { return nil }
+func (d *detachedContext) Value(key any) any        { return d.parent.Value(key) }
+func (d *detachedContext) String() string           { return "detached request context" }
+
 // metered reports whether the request's tokens are reserved, so that its
 // allowance is binding.
 func (ad *admitted) metered() bool { return ad.tokenIdx >= 0 || len(ad.req.Budgets) > 0 }
@@ -348,19 +402,20 @@ func (a *admitter) plan(ad *admitted, lim Limits, scopes []budget.Scope, est Est
 	}
 	ad.allowance = allowance
 	ad.req = admission.Request{Tag: tag}
+	keys := a.keys.get(p.ID, method, route)
 	n := 0
 	if lim.Requests != nil {
-		ad.rates[n] = admission.Rate{Key: LimitKey(p.ID, method, route, false), Policy: *lim.Requests, N: 1}
+		ad.rates[n] = admission.Rate{Key: keys.requests, Policy: *lim.Requests, N: 1}
 		n++
 	}
 	if lim.Tokens != nil {
 		ad.tokenIdx = n
-		ad.rates[n] = admission.Rate{Key: LimitKey(p.ID, method, route, true), Policy: *lim.Tokens, N: prompt + allowance, Refund: true}
+		ad.rates[n] = admission.Rate{Key: keys.tokens, Policy: *lim.Tokens, N: prompt + allowance, Refund: true}
 		n++
 	}
 	ad.req.Rates = ad.rates[:n]
 	if lim.MaxParallel > 0 {
-		ad.slots[0] = admission.Slot{Key: p.ID + "\x00" + method + " " + route + "\x00c", Limit: lim.MaxParallel}
+		ad.slots[0] = admission.Slot{Key: keys.slot, Limit: lim.MaxParallel}
 		ad.req.Slots = ad.slots[:1]
 	}
 	if len(scopes) > 0 {
@@ -419,7 +474,8 @@ func (a *admitter) settle(st *requestState) {
 	p := ad.p
 	// The client may be gone, or the server stopping: what was used was
 	// used all the same.
-	ctx := context.WithoutCancel(ad.ctx)
+	st.detached = detachedContext{ad.ctx}
+	ctx := &st.detached
 	if u.Model == "" {
 		u.Model = ad.model
 	}

@@ -91,12 +91,14 @@ type requestState struct {
 	open      bool
 	allowance int64
 	admit     admitted
+	detached  detachedContext
 
 	// Space a request would otherwise allocate, kept here when the record
 	// lives in a Chain's context.
 	requestID     [1]string
 	requestIDText [requestIDLength]byte
 	body          limitedBody
+	peeked        peekedBody
 }
 
 const stateKey = "gatekit.request"

@@ -32,23 +32,93 @@ type Outcome struct {
 // x-ratelimit-remaining-* and x-ratelimit-reset-* (a Go duration such as
 // "6m0s", as OpenAI sends it), and one item each in the IETF draft's
 // RateLimit-Policy (`"requests";q=60;w=60`) and RateLimit
-// (`"requests";r=59;t=1`, t in whole seconds rounded up).
+// (`"requests";r=59;t=1`, t in whole seconds rounded up). The values are
+// written into one string and their slices cut from one array: two
+// allocations, however many headers.
 func SetHeaders(h http.Header, requests, tokens *Outcome) {
 	if requests == nil && tokens == nil {
 		return
 	}
+	var buf [256]byte
+	var ends [8]int
+	b, n := buf[:0], 0
+	for _, o := range [2]*Outcome{requests, tokens} {
+		if o == nil {
+			continue
+		}
+		b = strconv.AppendInt(b, o.Policy.Limit, 10)
+		ends[n] = len(b)
+		b = strconv.AppendInt(b, o.Decision.Remaining, 10)
+		ends[n+1] = len(b)
+		b = appendDuration(b, o.Decision.ResetAfter)
+		ends[n+2] = len(b)
+		n += 3
+	}
+	b = appendItems(b, requests, tokens, true)
+	ends[n] = len(b)
+	b = appendItems(b, requests, tokens, false)
+	ends[n+1] = len(b)
+	n += 2
+	text := string(b)
+	vals := make([]string, n)
+	start := 0
+	for i := range n {
+		vals[i] = text[start:ends[i]]
+		start = ends[i]
+	}
+	put := func(k string) {
+		h[k], vals = vals[:1:1], vals[1:]
+	}
 	if requests != nil {
-		h.Set(HeaderLimitRequests, strconv.FormatInt(requests.Policy.Limit, 10))
-		h.Set(HeaderRemainingRequests, strconv.FormatInt(requests.Decision.Remaining, 10))
-		h.Set(HeaderResetRequests, requests.Decision.ResetAfter.String())
+		put(HeaderLimitRequests)
+		put(HeaderRemainingRequests)
+		put(HeaderResetRequests)
 	}
 	if tokens != nil {
-		h.Set(HeaderLimitTokens, strconv.FormatInt(tokens.Policy.Limit, 10))
-		h.Set(HeaderRemainingTokens, strconv.FormatInt(tokens.Decision.Remaining, 10))
-		h.Set(HeaderResetTokens, tokens.Decision.ResetAfter.String())
+		put(HeaderLimitTokens)
+		put(HeaderRemainingTokens)
+		put(HeaderResetTokens)
 	}
-	h.Set(HeaderPolicy, string(appendItems(nil, requests, tokens, true)))
-	h.Set(HeaderRateLimit, string(appendItems(nil, requests, tokens, false)))
+	put(HeaderPolicy)
+	put(HeaderRateLimit)
+}
+
+// appendDuration appends d as time.Duration.String writes it ("6m0s",
+// "1.5s", "0s"): for the whole-millisecond durations decisions carry, with
+// no allocation; anything else through String.
+func appendDuration(b []byte, d time.Duration) []byte {
+	if d < 0 || d%time.Millisecond != 0 || d >= 1<<62 {
+		return append(b, d.String()...)
+	}
+	if d == 0 {
+		return append(b, "0s"...)
+	}
+	if d < time.Second {
+		b = strconv.AppendInt(b, int64(d/time.Millisecond), 10)
+		return append(b, "ms"...)
+	}
+	h := d / time.Hour
+	d -= h * time.Hour
+	m := d / time.Minute
+	d -= m * time.Minute
+	if h > 0 {
+		b = strconv.AppendInt(b, int64(h), 10)
+		b = append(b, 'h')
+	}
+	if h > 0 || m > 0 {
+		b = strconv.AppendInt(b, int64(m), 10)
+		b = append(b, 'm')
+	}
+	b = strconv.AppendInt(b, int64(d/time.Second), 10)
+	if ms := int64(d % time.Second / time.Millisecond); ms != 0 {
+		frac := [4]byte{'.', byte('0' + ms/100), byte('0' + ms/10%10), byte('0' + ms%10)}
+		n := 4
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, 's')
 }
 
 // appendItems appends the RateLimit-Policy value (policy true) or the

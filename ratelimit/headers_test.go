@@ -68,3 +68,14 @@ func BenchmarkSetHeaders(b *testing.B) {
 		ratelimit.SetHeaders(h, o, nil)
 	}
 }
+
+func TestSetHeadersAllocatesTwice(t *testing.T) {
+	rpm, tpm := ratelimit.PerMinute(600), ratelimit.PerMinute(100_000)
+	req := &ratelimit.Outcome{Policy: rpm, Decision: ratelimit.Decision{Allowed: true, Limit: 600, Remaining: 321, ResetAfter: 27 * time.Second}}
+	tok := &ratelimit.Outcome{Policy: tpm, Decision: ratelimit.Decision{Allowed: true, Limit: 100_000, Remaining: 99_000, ResetAfter: 1500 * time.Millisecond}}
+	h := http.Header{}
+	ratelimit.SetHeaders(h, req, tok)
+	if got := testing.AllocsPerRun(100, func() { ratelimit.SetHeaders(h, req, tok) }); got != 2 {
+		t.Fatalf("%v allocations, want 2", got)
+	}
+}
