@@ -26,9 +26,9 @@ type Estimate struct {
 
 // ChatEstimator reads OpenAI- and Anthropic-style request bodies (chat
 // completions, completions, responses, embeddings, messages): the model,
-// the input (messages, system, prompt, input) and max_tokens,
-// max_completion_tokens or max_output_tokens. Its Estimate fits
-// [AdmissionConfig].
+// max_tokens, max_completion_tokens or max_output_tokens, and as input
+// every other top-level field (messages, system, prompt, input, tools...).
+// Its Estimate fits [AdmissionConfig].
 //
 // An estimator keeps the model names it has seen (up to maxModelNames), so
 // that reading a known name allocates nothing; it must not be copied after
@@ -148,22 +148,25 @@ func (sc *chatScan) scan(raw []byte) bool {
 	}
 }
 
-// field takes in one top-level field. Keys are compared as written: one
-// spelled with escapes is not one the binder would take for these names.
+// field takes in one top-level field. Every field but the model and the
+// output limits counts as input (messages, system, prompt, input, and
+// tools and the like, which models read too), whatever its key's spelling:
+// a decoder that matches keys loosely must not find input that was not
+// counted.
 func (sc *chatScan) field(key, value []byte) {
 	switch string(key) {
 	case "model":
 		if len(value) >= 2 && value[0] == '"' && bytes.IndexByte(value, '\\') < 0 {
 			sc.model = value[1 : len(value)-1]
 		}
-	case "messages", "system", "prompt", "input":
-		sc.input += len(value)
-		if sc.keep {
-			sc.inputs = append(sc.inputs, value)
-		}
 	case "max_tokens", "max_completion_tokens", "max_output_tokens":
 		if n, ok := parseCount(value); ok {
 			sc.maxOut = max(sc.maxOut, n)
+		}
+	default:
+		sc.input += len(value)
+		if sc.keep {
+			sc.inputs = append(sc.inputs, value)
 		}
 	}
 }
