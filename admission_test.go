@@ -318,3 +318,34 @@ func TestConcurrentRequestsNeverExceedAnyCap(t *testing.T) {
 			codes["concurrency_exceeded"].Load(), codes["tokens_exceeded"].Load(), codes["budget_exceeded"].Load())
 	}
 }
+
+// The demo's free tier runs two chat completions at once: a third, while
+// two gk-slow streams run, is refused with concurrency_exceeded, and is
+// admitted once one of them has finished.
+func TestDemoFreeTierRunsTwoRequestsAtOnce(t *testing.T) {
+	srv := newLimitedProvider(t, newFakeClock(), nil)
+	free := withKey("sk-demo-free")
+	slow := func() *http.Response {
+		body := `{"model":"gk-slow","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"one two three"}]}`
+		res, err := free.Post(srv.URL+chatURL, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	a, b := slow(), slow() // streaming: their headers are out, the words are not
+	env := checkEnvelope(t, chatWith(t, free, srv.URL, "gk-echo", "hi", 1), apierrors.CodeConcurrencyExceeded)
+	if !strings.Contains(env.Error.Message, "limit 2 at once") {
+		t.Fatalf("message %q", env.Error.Message)
+	}
+	readAll(t, a)
+	readAll(t, b)
+	res := chatWith(t, free, srv.URL, "gk-echo", "hi", 1)
+	readAll(t, res)
+	if res.StatusCode != 200 {
+		t.Fatalf("after the streams ended: %d", res.StatusCode)
+	}
+	if st := keyStatus(t, srv.URL, "sk-demo-free"); st.MaxParallel != 2 {
+		t.Fatalf("status max_parallel %d", st.MaxParallel)
+	}
+}
