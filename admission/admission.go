@@ -311,4 +311,3 @@ func (r *Request) Look() bool {
 	}
 	return true
 }
-

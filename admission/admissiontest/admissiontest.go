@@ -203,7 +203,7 @@ func testAllOrNothing(t *testing.T, n NewStore) {
 	if res.Allowed || res.Refused != admission.KindRate || res.Index != 1 {
 		t.Fatalf("tokens short: %+v, want refused by rate 1", res)
 	}
-	if res.Rates[0].Allowed != true || res.Rates[1].Allowed {
+	if !res.Rates[0].Allowed || res.Rates[1].Allowed {
 		t.Fatalf("decisions %+v: want the first fitting and the second not", res.Rates[:2])
 	}
 	check("after a rate refusal", 99, 600, 0)

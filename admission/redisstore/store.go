@@ -19,6 +19,9 @@
 // that a bucket's state has already seen, and measures waits from the
 // caller's clock. Reservations, by contrast, expire by the clock of the
 // call that sees them: a lagging instance sees them expire that much later.
+// Clocks must agree within a minute for Settle to find the budget period a
+// reservation was made in on another instance (see Keys); beyond that, a
+// Settle across a period boundary records its spend nowhere.
 //
 // # Keys
 //
@@ -38,7 +41,7 @@
 // Cluster accept, and Settle declares it. Settle declares, for each
 // budget, the keys of every period its reservation could have been made in
 // (the periods overlapping the last TTL + SettleGrace, and a minute either
-// side): one key pair, two near a period boundary.
+// side): with the defaults, one key pair, or two near a period boundary.
 //
 // A budget's held amount is a counter in its hash, raised by each hold and
 // lowered by each Settle; the holds themselves are in the budget's zset,
@@ -61,16 +64,16 @@
 //
 // Lua's numbers are float64, exact for integers below 2^53. Bucket values
 // stay below it by internal/bucket's MaxScaled. Amounts are at most
-// budget.MaxMicros (2^50): a budget's held amount never exceeds its Limit
-// (every hold fits it when made), so spent + held + Cost, checked before
-// spent passes the Limit, is below 3 x 2^50. Spent can pass the Limit only
-// through late Settles of reservations that expired before (their holds
-// no longer counted), at most by the Costs of the reservations made in
-// the last TTL + SettleGrace, each TTL's worth fitting one Limit: so below
-// (2 + SettleGrace/TTL) x 2^50, 2^53 with the defaults. Even beyond that,
-// decisions stay exact: spent is kept by HINCRBY as a 64-bit integer in
-// Redis, and a spent read inexactly is still far above every Limit; only
-// the Spent a Balance reports could then be rounded.
+// budget.MaxMicros (2^50), and so is a budget's held amount (each hold fits
+// a Limit when made), so spent + held + Cost stays below 2^52 while spent
+// is at most 2^50. Spent passes 2^50 only through late Settles of
+// reservations that had expired (their holds no longer counted), by at most
+// the Costs of the reservations made in the last TTL + SettleGrace, each
+// TTL's worth of them fitting one Limit: about (2 + SettleGrace/TTL) x
+// 2^50, 2^53 with the defaults. Even past that, every decision is exact:
+// spent is kept by HINCRBY as a 64-bit integer in Redis, and a spent that
+// Lua reads rounded is still above every Limit; only the Spent a Balance
+// reports could then be rounded.
 package redisstore
 
 import (
@@ -356,13 +359,12 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 	now := s.now()
 	tp := s.tagPrefix(r.Tag)
 	seq := strconv.FormatUint(id.Seq, 10)
-	// The Refund claims with units to give back.
-	var back [admission.MaxRates]int64
-	var refund [admission.MaxRates]int
+	// The Refund claims with units to give back: their index and units.
+	var refunds [admission.MaxRates][2]int64
 	nr := 0
 	for i, c := range r.Rates {
-		if back[nr] = c.N - max(u.Used[i], 0); c.Refund && back[nr] > 0 {
-			refund[nr] = i
+		if back := c.N - max(u.Used[i], 0); c.Refund && back > 0 {
+			refunds[nr] = [2]int64{int64(i), back}
 			nr++
 		}
 	}
@@ -371,11 +373,11 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 	keys = append(keys, tp+"res:"+seq)
 	args := s.args(now, 5+4*nr+5*nb)
 	args = append(args, seq, int64(min(u.Cost, r.Cost)), nr, ns, nb)
-	for j, i := range refund[:nr] {
-		c := r.Rates[i]
+	for _, rf := range refunds[:nr] {
+		c := r.Rates[rf[0]]
 		p, _ := bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
 		keys = append(keys, tp+"rate:"+c.Key)
-		args = append(args, back[j], p.Unit, p.Rate, p.Burst)
+		args = append(args, rf[1], p.Unit, p.Rate, p.Burst)
 	}
 	for _, sl := range r.Slots {
 		keys = append(keys, tp+"slot:"+sl.Key)
@@ -390,15 +392,15 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 			args = append(args, 1, 0, 0)
 			continue
 		}
-		at := len(args)
-		args = append(args, 0)
-		m := 0
-		for start := sc.Period.Start(from, s.loc); !start.After(to); m++ {
+		at, m := len(args), 0
+		args = append(args, 0) // m, when known
+		for start := sc.Period.Start(from, s.loc); !start.After(to); {
 			end := sc.Period.End(start, s.loc)
 			b, z := budgetKeys(tp, sc, start)
 			keys = append(keys, b, z)
 			args = append(args, start.UnixMilli(), end.UnixMilli())
 			start = end
+			m++
 		}
 		args[at] = m
 	}

@@ -117,7 +117,8 @@ end
 -- expired (hx <= now), none is read at all.
 local function readBudget(b, z)
   local v = redis.call('HMGET', b, 's', 'h', 'hx')
-  local s, h, hx = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  -- (h is below 0 only if the hash was lost while its holds were not.)
+  local s, h, hx = tonumber(v[1]) or 0, max(tonumber(v[2]) or 0, 0), tonumber(v[3]) or 0
   if hx <= now then
     if hx ~= 0 then
       redis.call('DEL', z)

@@ -57,8 +57,7 @@ for i = 1, nb do
       -- in h, expired or not.
       local changed = false
       if redis.call('ZREM', z, hold) == 1 then
-        local h = tonumber(redis.call('HGET', b, 'h')) or 0
-        redis.call('HSET', b, 'h', int(max(h - held, 0)))
+        redis.call('HINCRBY', b, 'h', int(-held))
         changed = true
       end
       if actual > 0 then
