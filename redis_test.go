@@ -1,0 +1,259 @@
+package gatekit_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatekit/gatekit"
+	"github.com/gatekit/gatekit/admission"
+	"github.com/gatekit/gatekit/admission/redisstore"
+	"github.com/gatekit/gatekit/budget"
+	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/examples/provider/app"
+	"github.com/gatekit/gatekit/internal/redistest"
+)
+
+// redisStore is an admission store on srv under prefix, one client of its
+// own, as each instance of a service has.
+func redisStore(t *testing.T, srv *redistest.Server, prefix string, timeout time.Duration) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.New(srv.Client(t), &redisstore.Config{Prefix: prefix, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// redisProviders serves the demo API from n Echo instances, each with its
+// own Redis client, sharing limits through srv.
+func redisProviders(t *testing.T, srv *redistest.Server, n int, mutate func(*gatekit.Config)) []*httptest.Server {
+	t.Helper()
+	prefix := srv.KeyPrefix(t)
+	var out []*httptest.Server
+	for range n {
+		cfg := demoConfig(t)
+		cfg.Logger = discardLogger()
+		cfg.Store = redisStore(t, srv, prefix, 200*time.Millisecond)
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		e, _, err := app.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := httptest.NewServer(e)
+		t.Cleanup(s.Close)
+		out = append(out, s)
+	}
+	return out
+}
+
+// 1,000 concurrent requests spread over 3 Echo instances sharing one
+// redis-server, whose reservations total twice a budget, three times a
+// token limit and far more than a max_parallel of 8, with every handler
+// reporting ten times its allowance: no cap is exceeded.
+func TestConcurrentRequestsNeverExceedAnyCapAcrossRedisInstances(t *testing.T) {
+	rs := redistest.Start(t)
+	prefix := rs.KeyPrefix(t)
+	var urls []string
+	var gauges []*handlerGauge
+	var store admission.Store
+	for range 3 {
+		cfg := billedConfig("0.006667")
+		cfg.Keys[0].Budget.Limit = gatekit.Money(budget.Dollar)
+		cfg.Routes = map[string]gatekit.RouteConfig{"POST /v1/work": {LimitConfig: gatekit.LimitConfig{TPM: 6_667, MaxParallel: 8}}}
+		store = redisStore(t, rs, prefix, 2*time.Second)
+		cfg.Store = store
+		srv, _, g := billedServerGauge(t, cfg, nil)
+		urls = append(urls, srv.URL)
+		gauges = append(gauges, g)
+	}
+	var most atomic.Int64
+	start := time.Now()
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 48)
+	for i := range 1000 {
+		wg.Add(1)
+		go func(url string) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			for range 500 {
+				res := work(t, url, "sk-1", `{"model":"m","max_tokens":10,"mode":"overrun-slow"}`)
+				body, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				var env envelope
+				_ = json.Unmarshal(body, &env)
+				switch {
+				case res.StatusCode == 200:
+					ok.Add(1)
+				case env.Error.Code == string(apierrors.CodeConcurrencyExceeded):
+					continue
+				case res.StatusCode == 402 || res.StatusCode == 429:
+					refused.Add(1)
+				default:
+					t.Errorf("status %d: %s", res.StatusCode, body)
+				}
+				return
+			}
+		}(urls[i%3])
+	}
+	// The handlers of the three instances, counted together.
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var n int64
+			for _, g := range gauges {
+				n += g.now.Load()
+			}
+			if n > most.Load() {
+				most.Store(n)
+			}
+			runtime.Gosched()
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-sampled
+	elapsed := time.Since(start)
+	a := balance(t, store, "account", "acme", 6_667)
+	if a.Spent > 6_667 || a.Spent != budget.Micros(ok.Load())*20 || a.Held != 0 {
+		t.Fatalf("account %+v after %d ok, %d refused", a, ok.Load(), refused.Load())
+	}
+	refill := int64(elapsed.Seconds()*6_667/60) + 1
+	if got := ok.Load() * 20; got > 6_667+refill {
+		t.Fatalf("%d tokens charged of 6,667 (+%d refilled)", got, refill)
+	}
+	// Sampled from outside the instances, the sum can only miss overlaps,
+	// never invent them; each instance's own gauge is exact.
+	for i, g := range gauges {
+		if g.most.Load() > 8 {
+			t.Fatalf("instance %d ran %d handlers at once", i, g.most.Load())
+		}
+	}
+	if most.Load() > 8 {
+		t.Fatalf("%d handlers ran at once across the instances, max_parallel 8", most.Load())
+	}
+	if ok.Load() == 0 || refused.Load() == 0 {
+		t.Fatalf("%d ok, %d refused", ok.Load(), refused.Load())
+	}
+	t.Logf("%d ok, %d refused, at most %d at once, in %v", ok.Load(), refused.Load(), most.Load(), elapsed)
+}
+
+// TestRedisLimitsHoldAcrossEchoInstances: 3 Echo instances x 32 goroutines
+// on one redis-server allow no more than burst + rate x elapsed.
+func TestRedisLimitsHoldAcrossEchoInstances(t *testing.T) {
+	rs := redistest.Start(t)
+	const rpm = 600 // 10 per second, with a burst of 20
+	providers := redisProviders(t, rs, 3, func(c *gatekit.Config) {
+		c.Tiers["pro"] = gatekit.TierConfig{LimitConfig: gatekit.LimitConfig{RPM: rpm, RPMBurst: 20}}
+	})
+	var allowed, denied atomic.Int64
+	start := time.Now()
+	deadline := start.Add(700 * time.Millisecond)
+	var wg sync.WaitGroup
+	for i := range 3 * 32 {
+		wg.Add(1)
+		go func(url string) {
+			defer wg.Done()
+			client := &http.Client{Transport: keyTransport("sk-demo-pro")}
+			for time.Now().Before(deadline) {
+				res, err := client.Get(url + "/v1/models")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				switch res.StatusCode {
+				case 200:
+					allowed.Add(1)
+				case 429:
+					denied.Add(1)
+				default:
+					t.Errorf("status %d", res.StatusCode)
+					return
+				}
+			}
+		}(providers[i%3].URL)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	bound := 20 + int64(float64(rpm)/60*elapsed.Seconds()) + 1
+	if allowed.Load() > bound || allowed.Load() < 20 || denied.Load() == 0 {
+		t.Fatalf("allowed %d (denied %d) in %v; bound %d", allowed.Load(), denied.Load(), elapsed, bound)
+	}
+}
+
+// TestRedisOutageFailsClosedOrOpenWithinTheTimeout stops redis-server under
+// a running service: requests keep answering within the store timeout (503
+// when failing closed, 200 unlimited when failing open) and limiting resumes
+// when Redis is back.
+func TestRedisOutageFailsClosedOrOpenWithinTheTimeout(t *testing.T) {
+	for _, mode := range []string{"closed", "open"} {
+		t.Run(mode, func(t *testing.T) {
+			rs := redistest.Start(t)
+			srv := redisProviders(t, rs, 1, func(c *gatekit.Config) {
+				c.Admission.Fail = mode
+				c.Tiers["pro"] = gatekit.TierConfig{LimitConfig: gatekit.LimitConfig{RPM: 1000}}
+			})[0]
+			chat := func() (*http.Response, time.Duration) {
+				start := time.Now()
+				res, err := pro.Post(srv.URL+chatURL, "application/json", bytes.NewReader([]byte(`{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				return res, time.Since(start)
+			}
+			if res, _ := chat(); res.StatusCode != 200 {
+				t.Fatalf("before: %d", res.StatusCode)
+			}
+			if err := rs.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			res, took := chat()
+			if took > 2*time.Second {
+				t.Fatalf("request took %v with Redis down", took)
+			}
+			want := map[string]int{"closed": 503, "open": 200}[mode]
+			if res.StatusCode != want {
+				t.Fatalf("with Redis down: %d, want %d", res.StatusCode, want)
+			}
+			if mode == "closed" && (res.Header.Get("Retry-After") == "" || res.Header.Get("X-Should-Retry") != "true") {
+				t.Fatalf("503 without retry hints: %v", res.Header)
+			}
+			if err := rs.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			var ok bool
+			for range 50 {
+				res, _ = chat()
+				if res.StatusCode == 200 && res.Header.Get("X-Ratelimit-Limit-Requests") != "" {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				t.Fatalf("limiting did not resume: %d %v", res.StatusCode, res.Header)
+			}
+		})
+	}
+}
