@@ -64,7 +64,7 @@ func TestDemoServesWithItsBuiltInConfig(t *testing.T) {
 	if code, body := get(t, base+"/v1/models", "sk-demo-free"); code != 200 || !strings.Contains(body, "gk-echo") {
 		t.Fatalf("/v1/models: %d %s", code, body)
 	}
-	if code, body := get(t, base+"/metrics", ""); code != 200 || !strings.Contains(body, "gatekit_ratelimit") {
+	if code, body := get(t, base+"/metrics", ""); code != 200 || !strings.Contains(body, "gatekit_admission") {
 		t.Fatalf("/metrics: %d", code)
 	}
 }
@@ -85,7 +85,7 @@ func TestDemoOnRedis(t *testing.T) {
 			t.Fatalf("request %d: %d", i, res.StatusCode)
 		}
 	}
-	for _, pattern := range []string{"gatekit:rl:*", "gatekit:budget:*"} {
+	for _, pattern := range []string{"gatekit:adm:{demo}:rate:*", "gatekit:adm:{demo}:budget:*"} {
 		keys, err := rs.Client(t).Keys(context.Background(), pattern).Result()
 		if err != nil || len(keys) == 0 {
 			t.Fatalf("no %s keys in Redis: %v %v", pattern, keys, err)
