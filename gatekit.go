@@ -1,7 +1,9 @@
 // Package gatekit mounts, in one call, what an OpenAI-style API puts between
 // every client and every handler: one documented JSON error envelope for
 // every failure, request ids, panic recovery, strict JSON binding with
-// validation, and per-route body limits.
+// validation, per-route body limits, API keys, idempotency, and admission:
+// each request's rate, token, concurrency and budget limits reserved in
+// one step before its handler and settled after it.
 //
 //	e := echo.New()
 //	if _, err := gatekit.Mount(e, gatekit.Config{}); err != nil {
@@ -9,8 +11,9 @@
 //	}
 //
 // The pieces live in their own packages: errors (the catalog and the
-// envelope), middleware (the Echo glue). Mount wires them in the order a
-// request needs them.
+// envelope), ratelimit and budget (the meters), admission (one reservation
+// over them, with its stores), middleware (the Echo glue). Mount wires them
+// in the order a request needs them.
 package gatekit
 
 import (
