@@ -249,12 +249,6 @@ func (kc *keyCache) get(id, method, route string) *routeKeys {
 	return rk
 }
 
-// The rate claims of a request, by index.
-const (
-	rateRequests = 0
-	rateTokens   = 1
-)
-
 // admitted is a request's open reservation, kept in its record.
 type admitted struct {
 	a *admitter
