@@ -99,7 +99,9 @@ func (m *Metrics) observeStore(d time.Duration, err error) {
 
 func (m *Metrics) storeFailed() { m.storeErrors.Inc() }
 
-func (m *Metrics) admittedRequest(method, route string) { m.admitted.WithLabelValues(method, route).Inc() }
+func (m *Metrics) admittedRequest(method, route string) {
+	m.admitted.WithLabelValues(method, route).Inc()
+}
 
 func (m *Metrics) refused(method, route, limit string) {
 	m.refusals.WithLabelValues(method, route, limit).Inc()

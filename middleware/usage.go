@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/labstack/echo/v4"
-
 )
 
 // Usage is what a request consumed, as the handler reports it with
