@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -83,7 +84,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 			}
 		}
 		if e == nil {
-			e = ToAPIError(err, c)
+			e = bounded(ToAPIError(err, c))
 		}
 		req := c.Request()
 		res := c.Response()
@@ -190,9 +191,9 @@ func fromHTTPError(he *echo.HTTPError, c echo.Context) *apierrors.Error {
 	var e *apierrors.Error
 	switch he.Code {
 	case http.StatusNotFound:
-		e = apierrors.NotFound(fmt.Sprintf("Unknown request URL: %s %s.", req.Method, req.URL.Path))
+		e = apierrors.NotFound(fmt.Sprintf("Unknown request URL: %s %s.", apierrors.Clip(req.Method), apierrors.Clip(req.URL.Path)))
 	case http.StatusMethodNotAllowed:
-		e = apierrors.MethodNotAllowed(fmt.Sprintf("Method %s is not allowed for %s.", req.Method, req.URL.Path))
+		e = apierrors.MethodNotAllowed(fmt.Sprintf("Method %s is not allowed for %s.", apierrors.Clip(req.Method), apierrors.Clip(req.URL.Path)))
 	case http.StatusRequestEntityTooLarge:
 		e = apierrors.New(apierrors.CodePayloadTooLarge, "")
 	case http.StatusUnsupportedMediaType:
@@ -239,4 +240,27 @@ func mediaType(ct string) string {
 		return ct
 	}
 	return mt
+}
+
+// maxMessage is the most bytes of a message the error handler sends; a
+// longer one is cut, so that no error, however it was built, makes a large
+// response.
+const maxMessage = 1024
+
+// bounded returns e, or a copy with its message cut to maxMessage bytes
+// and its param to apierrors.MaxQuote, each marked as cut.
+func bounded(e *apierrors.Error) *apierrors.Error {
+	if len(e.Message) <= maxMessage && len(e.Param) <= apierrors.MaxQuote {
+		return e
+	}
+	c := *e
+	if len(c.Message) > maxMessage {
+		n := maxMessage
+		for n > maxMessage-utf8.UTFMax && !utf8.RuneStart(c.Message[n]) {
+			n--
+		}
+		c.Message = c.Message[:n] + apierrors.CutMark
+	}
+	c.Param = apierrors.Clip(c.Param)
+	return &c
 }
