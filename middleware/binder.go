@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"os"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -198,6 +199,9 @@ func decodeError(err error, t reflect.Type) error {
 	}
 	if err == io.EOF {
 		return apierrors.InvalidRequest("The request body is empty; expected a JSON object.")
+	}
+	if stderrors.Is(err, os.ErrDeadlineExceeded) {
+		return apierrors.InvalidRequest("The request body did not arrive in time.").WithCause(err)
 	}
 	if e, ok := apierrors.As(err); ok {
 		// A type's own UnmarshalJSON said what is wrong.

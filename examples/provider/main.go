@@ -120,7 +120,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	// Production timeouts: slow headers and bodies, clients that stop
+	// reading and idle keep-alive connections are cut off; long streams
+	// are not.
+	srv := gatekit.NewServer(e, &gatekit.ServerConfig{Logger: logger})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("provider listening", "addr", ln.Addr().String())
