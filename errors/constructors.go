@@ -43,6 +43,14 @@ func InvalidAPIKey() *Error {
 	return New(CodeInvalidAPIKey, "Incorrect API key provided.")
 }
 
+// MalformedAuthorization is 401 missing_api_key for an Authorization
+// header that is not "Bearer KEY" (another scheme, or no key after the
+// scheme): no usable key was provided, and the message says why. It never
+// repeats the header.
+func MalformedAuthorization() *Error {
+	return New(CodeMissingAPIKey, "Malformed Authorization header: expected 'Bearer YOUR_KEY', the scheme Bearer followed by the key.")
+}
+
 // BudgetExceeded is 402 budget_exceeded; message names the scope and limit
 // that ran out.
 func BudgetExceeded(message string) *Error { return New(CodeBudgetExceeded, message) }

@@ -24,6 +24,7 @@ type Metrics struct {
 	holdsOpen    prometheus.Gauge
 	refused      *prometheus.CounterVec
 	ledgerErrors prometheus.Counter
+	authFailures *prometheus.CounterVec
 
 	maxPrincipals int
 	mu            sync.Mutex
@@ -101,11 +102,15 @@ func NewMetrics(reg prometheus.Registerer, cfg *MetricsConfig) (*Metrics, error)
 			Namespace: c.Namespace, Subsystem: "budget", Name: "ledger_errors_total",
 			Help: "Budget ledger calls that failed or timed out.",
 		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: c.Namespace, Subsystem: "auth", Name: "failures_total",
+			Help: "Failed authentications by reason (missing_key, malformed_header, unknown_key, store_error); never by key.",
+		}, []string{"reason"}),
 		maxPrincipals: c.MaxPrincipals,
 		principals:    map[string]struct{}{},
 	}
 	for _, col := range []prometheus.Collector{m.decisions, m.denied, m.storeErrors, m.storeLatency, m.tokensUsed,
-		m.spent, m.holdsOpen, m.refused, m.ledgerErrors} {
+		m.spent, m.holdsOpen, m.refused, m.ledgerErrors, m.authFailures} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}
@@ -197,5 +202,12 @@ func (m *Metrics) budgetRefused(kind string) { m.refused.WithLabelValues(kind).I
 func (m *Metrics) spend(scopes []budget.Scope, cost budget.Micros) {
 	for _, s := range scopes {
 		m.spent.WithLabelValues(s.Kind).Add(float64(cost))
+	}
+}
+
+// authFailed counts a failed authentication; a nil m counts nothing.
+func (m *Metrics) authFailed(reason string) {
+	if m != nil {
+		m.authFailures.WithLabelValues(reason).Inc()
 	}
 }
