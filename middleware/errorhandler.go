@@ -19,8 +19,10 @@ import (
 type ErrorHandlerConfig struct {
 	// Shape is the envelope layout. Default: apierrors.ShapeOpenAI.
 	Shape apierrors.Shape
-	// Logger receives 5xx causes and panics, with the request id. Default:
-	// slog.Default().
+	// Logger receives 5xx causes and panics, with the request id and the
+	// status the client got, at most one line a second per error code
+	// (the next line counts those left out; panics are always logged).
+	// Default: slog.Default().
 	Logger *slog.Logger
 	// Map, when set, is asked first to turn an error into an *apierrors.Error;
 	// returning nil falls through to [ToAPIError]. Use it for a service's
@@ -63,6 +65,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	throttles := &codeThrottles{}
 	return func(err error, c echo.Context) {
 		if err == nil {
 			return
@@ -91,7 +94,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		if id == "" {
 			id = GetRequestID(c)
 		}
-		cfg.log(req, id, e, err)
+		cfg.log(throttles, req, res, id, e, err)
 
 		meta := apierrors.Meta{RequestID: id, Path: req.URL.Path}
 		if res.Committed {
@@ -119,8 +122,10 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 }
 
 // log records what the client is not told: the cause of a 5xx, with the
-// request id. A client that went away is noted at debug level only.
-func (cfg ErrorHandlerConfig) log(req *http.Request, id string, e *apierrors.Error, err error) {
+// request id and the status the client got (a stream's 200 when the error
+// came after it started), throttled per code. A client that went away is
+// noted at debug level only.
+func (cfg ErrorHandlerConfig) log(throttles *codeThrottles, req *http.Request, res *echo.Response, id string, e *apierrors.Error, err error) {
 	if e.Status < 500 {
 		return
 	}
@@ -130,19 +135,26 @@ func (cfg ErrorHandlerConfig) log(req *http.Request, id string, e *apierrors.Err
 			slog.String("method", req.Method), slog.String("path", req.URL.Path))
 		return
 	}
+	status := e.Status
+	if res.Committed {
+		status = res.Status
+	}
 	attrs := []slog.Attr{
 		slog.String("request_id", id),
-		slog.String("method", req.Method),
-		slog.String("path", req.URL.Path),
-		slog.Int("status", e.Status),
+		slog.String("method", apierrors.Clip(req.Method)),
+		slog.String("path", apierrors.Clip(req.URL.Path)),
+		slog.Int("status", status),
 		slog.String("code", string(e.Code)),
 		slog.String("error", err.Error()),
 	}
 	var p *PanicError
 	if stderrors.As(err, &p) {
+		// A panic is a bug, each with its own stack: never held back.
 		attrs = append(attrs, slog.String("stack", string(p.Stack)))
+		cfg.Logger.LogAttrs(ctx, slog.LevelError, "request failed", attrs...)
+		return
 	}
-	cfg.Logger.LogAttrs(ctx, slog.LevelError, "request failed", attrs...)
+	throttles.get(string(e.Code)).log(ctx, cfg.Logger, slog.LevelError, "request failed", attrs...)
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream.
