@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/internal/logthrottle"
 )
 
 // Principal is who a request acts for, resolved from its API key. Limits,
@@ -213,11 +214,11 @@ func (cfg AuthConfig) ToStep() (Step, error) {
 	for i, h := range cfg.Headers {
 		headers[i] = http.CanonicalHeaderKey(h)
 	}
-	throttle := &lineThrottle{}
+	throttle := &logthrottle.Throttle{}
 	failed := func(c echo.Context, reason string, e *apierrors.Error) error {
 		cfg.Metrics.authFailed(reason)
 		req := c.Request()
-		throttle.log(req.Context(), cfg.Logger, slog.LevelWarn, "authentication failed",
+		throttle.Log(req.Context(), cfg.Logger, slog.LevelWarn, "authentication failed",
 			slog.String("reason", reason),
 			slog.String("client", c.RealIP()),
 			slog.String("method", apierrors.Clip(req.Method)),

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/internal/logthrottle"
 )
 
 // ErrorHandlerConfig configures [ErrorHandlerWithConfig].
@@ -65,7 +66,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	throttles := &codeThrottles{}
+	throttles := &logthrottle.ByKey{}
 	return func(err error, c echo.Context) {
 		if err == nil {
 			return
@@ -125,7 +126,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 // request id and the status the client got (a stream's 200 when the error
 // came after it started), throttled per code. A client that went away is
 // noted at debug level only.
-func (cfg ErrorHandlerConfig) log(throttles *codeThrottles, req *http.Request, res *echo.Response, id string, e *apierrors.Error, err error) {
+func (cfg ErrorHandlerConfig) log(throttles *logthrottle.ByKey, req *http.Request, res *echo.Response, id string, e *apierrors.Error, err error) {
 	if e.Status < 500 {
 		return
 	}
@@ -154,7 +155,7 @@ func (cfg ErrorHandlerConfig) log(throttles *codeThrottles, req *http.Request, r
 		cfg.Logger.LogAttrs(ctx, slog.LevelError, "request failed", attrs...)
 		return
 	}
-	throttles.get(string(e.Code)).log(ctx, cfg.Logger, slog.LevelError, "request failed", attrs...)
+	throttles.Get(string(e.Code)).Log(ctx, cfg.Logger, slog.LevelError, "request failed", attrs...)
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream.

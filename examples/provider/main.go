@@ -37,6 +37,7 @@ import (
 	"github.com/gatekit/gatekit/examples/provider/app"
 	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
 	rlredis "github.com/gatekit/gatekit/ratelimit/redisstore"
+	"github.com/gatekit/gatekit/redislog"
 )
 
 //go:embed gatekit.yaml
@@ -87,6 +88,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return fmt.Errorf("-redis: %w", err)
 		}
 		opts.ContextTimeoutEnabled = true
+		// go-redis's own lines (failed dials during an outage) go to the
+		// same structured log, throttled, instead of stderr.
+		redislog.Use(logger)
 		client := redis.NewClient(opts)
 		defer client.Close()
 		if cfg.Limiter, err = rlredis.New(client, nil); err != nil {
