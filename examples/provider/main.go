@@ -36,6 +36,7 @@ import (
 	budgetredis "github.com/gatekit/gatekit/budget/redisstore"
 	"github.com/gatekit/gatekit/examples/provider/app"
 	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
+	"github.com/gatekit/gatekit/middleware"
 	rlredis "github.com/gatekit/gatekit/ratelimit/redisstore"
 	"github.com/gatekit/gatekit/redislog"
 )
@@ -120,6 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}()
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(registry, promhttp.HandlerOpts{})))
+	middleware.HeadForGet(e)
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
