@@ -23,19 +23,21 @@ import (
 // Binder is a strict JSON echo.Binder. Path parameters (and, for GET,
 // DELETE and HEAD, query parameters) bind as Echo's DefaultBinder binds
 // them; a body must be application/json (or a +json type) holding exactly
-// one JSON value whose fields all exist in the target. Every failure is an
-// *apierrors.Error:
+// one JSON value in UTF-8 whose names all match a field of the target
+// exactly (case included). Every failure is an *apierrors.Error, quoting
+// client input only clipped ([apierrors.Clip]):
 //
-//   - no or another Content-Type: 415 unsupported_media_type;
-//   - empty, malformed, truncated or trailing data: 400 invalid_request
-//     saying where the body broke;
-//   - an unknown field or a value of the wrong type: 400 invalid_argument
-//     naming the field;
+//   - no or another Content-Type, or a charset other than UTF-8: 415
+//     unsupported_media_type;
+//   - empty, malformed, truncated, not UTF-8 or trailing data: 400
+//     invalid_request saying where the body broke;
+//   - an unknown name, a name given twice or a value of the wrong type: 400
+//     invalid_argument naming the field by its path ("messages[1].role");
 //   - a body over the route's limit: 413 payload_too_large.
 //
-// A Binder must not be copied after first use. After binding, the target
-// is validated with the Echo instance's Validator
-// when there is one, unless SkipValidation is set.
+// After binding, the target is validated with the Echo instance's
+// Validator when there is one, unless SkipValidation is set. A Binder is
+// safe for concurrent use and must not be copied after first use.
 type Binder struct {
 	// SkipValidation leaves validation to the handler (c.Validate).
 	SkipValidation bool

@@ -12,7 +12,8 @@ import (
 // Metrics counts what gatekit's middleware decides, for Prometheus. Labels
 // are route patterns, limit kinds and outcomes, and principal ids (never
 // keys) for denials, with the number of distinct principals capped so a
-// flood of keys cannot blow up the series count. Create one per registry
+// flood of keys cannot blow up the series count, and failed
+// authentications by reason. Create one per registry
 // with [NewMetrics]; it is safe for concurrent use.
 type Metrics struct {
 	decisions    *prometheus.CounterVec
