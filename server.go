@@ -33,7 +33,8 @@ type ServerConfig struct {
 	// its next request. Default: 120 s.
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and headers; larger requests
-	// get net/http's own plain-text 431. Default: 64 KiB.
+	// get net/http's own plain-text 431. Default: 64 KiB; a negative value
+	// leaves net/http's default (1 MB).
 	MaxHeaderBytes int
 	// Logger receives net/http's own error lines (a failed TLS handshake,
 	// a panic outside gatekit's recovery) at warn level. Default:
@@ -93,10 +94,6 @@ func NewServer(h http.Handler, cfg *ServerConfig) *http.Server {
 	}
 	if c.MaxHeaderBytes > 0 {
 		srv.MaxHeaderBytes = c.MaxHeaderBytes
-	}
-	if c.IdleTimeout == 0 {
-		// http.Server falls back to ReadTimeout, then to no bound at all.
-		srv.IdleTimeout = 0
 	}
 	return srv
 }

@@ -227,6 +227,8 @@ func syntaxError(syn *jsontext.SyntacticError, t reflect.Type) error {
 	case stderrors.Is(syn.Err, io.ErrUnexpectedEOF):
 		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: it ended unexpectedly (at byte %d).", syn.ByteOffset))
 	case syn.Err != nil && strings.Contains(syn.Err.Error(), "invalid UTF-8"):
+		// The decoder exports no value for this error; its text is the
+		// one way to tell it.
 		e := apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: it is not valid UTF-8 (at byte %d).", syn.ByteOffset+1))
 		e.Param = param
 		return e
