@@ -70,3 +70,30 @@ func TestDemoSaysAMultipartUploadLacksItsBoundary(t *testing.T) {
 		t.Fatalf("%d %s", res.StatusCode, body)
 	}
 }
+
+func TestDemoCountsFailedAuthenticationsByReason(t *testing.T) {
+	base := startDemo(t)
+	for _, auth := range []string{"Bearer sk-guess", "Token sk-demo-free", ""} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/v1/models", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%q: %d", auth, res.StatusCode)
+		}
+	}
+	_, metrics := get(t, base+"/metrics", "")
+	for _, reason := range []string{"unknown_key", "malformed_header", "missing_key"} {
+		if want := `gatekit_auth_failures_total{reason="` + reason + `"} 1`; !strings.Contains(metrics, want) {
+			t.Errorf("no %s in /metrics", want)
+		}
+	}
+	if strings.Contains(metrics, "sk-guess") {
+		t.Error("/metrics holds a key")
+	}
+}
