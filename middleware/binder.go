@@ -135,6 +135,10 @@ func bindJSON(c echo.Context, i any, pool *sync.Pool) error {
 	return decodeBody(req.Body, i, pool)
 }
 
+// maxPooledBody is the largest body after which a decoder goes back to
+// its pool.
+const maxPooledBody = 64 << 10
+
 // decodeBody decodes exactly one JSON value from body into i, with a
 // decoder from pool (a fresh one when pool is nil).
 func decodeBody(body io.Reader, i any, pool *sync.Pool) error {
@@ -149,8 +153,12 @@ func decodeBody(body io.Reader, i any, pool *sync.Pool) error {
 	}
 	if pool != nil {
 		defer func() {
-			dec.Reset(http.NoBody) // keeps no request's body
-			pool.Put(dec)
+			// A large body may have grown the decoder's buffer: such a
+			// decoder is left to the collector rather than kept.
+			if dec.InputOffset() <= maxPooledBody {
+				dec.Reset(http.NoBody) // keeps no request's body
+				pool.Put(dec)
+			}
 		}()
 	}
 	if err := json.UnmarshalDecode(dec, i, json.RejectUnknownMembers(true)); err != nil {
