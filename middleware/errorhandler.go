@@ -88,7 +88,10 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 			}
 		}
 		if e == nil {
-			e = bounded(ToAPIError(err, c))
+			e = ToAPIError(err, c)
+		}
+		if !fast {
+			e = bounded(e)
 		}
 		req := c.Request()
 		res := c.Response()
