@@ -121,7 +121,7 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		}
 	}
 	if g.keys != nil {
-		auth, err := middleware.AuthConfig{Keys: g.keys, Headers: cfg.Auth.Headers, Skipper: authSkipper(cfg.Auth.Paths)}.ToStep()
+		auth, err := middleware.AuthConfig{Keys: g.keys, Headers: cfg.Auth.Headers, Skipper: authSkipper(cfg.Auth.Paths), Metrics: g.metrics, Logger: cfg.Logger}.ToStep()
 		if err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)
 		}

@@ -43,6 +43,14 @@ func InvalidAPIKey() *Error {
 	return New(CodeInvalidAPIKey, "Incorrect API key provided.")
 }
 
+// MalformedAuthorization is 401 missing_api_key for an Authorization
+// header that is not "Bearer KEY" (another scheme, or no key after the
+// scheme): no usable key was provided, and the message says why. It never
+// repeats the header.
+func MalformedAuthorization() *Error {
+	return New(CodeMissingAPIKey, "Malformed Authorization header: expected 'Bearer YOUR_KEY', the scheme Bearer followed by the key.")
+}
+
 // BudgetExceeded is 402 budget_exceeded; message names the scope and limit
 // that ran out.
 func BudgetExceeded(message string) *Error { return New(CodeBudgetExceeded, message) }
@@ -50,9 +58,10 @@ func BudgetExceeded(message string) *Error { return New(CodeBudgetExceeded, mess
 // Unauthorized is 403 unauthorized: the key may not perform this request.
 func Unauthorized(message string) *Error { return New(CodeUnauthorized, message) }
 
-// ModelNotAllowed is 403 model_not_allowed for model, with param "model".
+// ModelNotAllowed is 403 model_not_allowed for model (clipped), with param
+// "model".
 func ModelNotAllowed(model string) *Error {
-	e := Newf(CodeModelNotAllowed, "Your API key is not allowed to use the model '%s'.", model)
+	e := Newf(CodeModelNotAllowed, "Your API key is not allowed to use the model '%s'.", Clip(model))
 	e.Param = "model"
 	return e
 }
@@ -60,9 +69,10 @@ func ModelNotAllowed(model string) *Error {
 // NotFound is 404 not_found.
 func NotFound(message string) *Error { return New(CodeNotFound, message) }
 
-// UnknownModel is 404 unknown_model for model, with param "model".
+// UnknownModel is 404 unknown_model for model (clipped), with param
+// "model".
 func UnknownModel(model string) *Error {
-	e := Newf(CodeUnknownModel, "The model '%s' does not exist.", model)
+	e := Newf(CodeUnknownModel, "The model '%s' does not exist.", Clip(model))
 	e.Param = "model"
 	return e
 }
@@ -91,12 +101,12 @@ func PayloadTooLarge(limit int64) *Error {
 }
 
 // UnsupportedMediaType is 415 unsupported_media_type: the body is not in
-// the wanted content type.
+// the wanted content type. got, the request's, is clipped.
 func UnsupportedMediaType(want, got string) *Error {
 	if got == "" {
 		return Newf(CodeUnsupportedMediaType, "The request has no Content-Type; expected '%s'.", want)
 	}
-	return Newf(CodeUnsupportedMediaType, "Unsupported Content-Type '%s'; expected '%s'.", got, want)
+	return Newf(CodeUnsupportedMediaType, "Unsupported Content-Type '%s'; expected '%s'.", Clip(got), want)
 }
 
 // RateLimitExceeded is 429 rate_limit_exceeded, retryable after retryAfter.
@@ -181,4 +191,11 @@ func FormatBytes(n int64) string {
 		return "1 byte"
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// UnsupportedCharset is 415 unsupported_media_type for a JSON body
+// declared in a charset other than UTF-8 (charset, clipped, is the one the
+// request named).
+func UnsupportedCharset(charset string) *Error {
+	return Newf(CodeUnsupportedMediaType, "Unsupported charset '%s' in the Content-Type; the body must be UTF-8 (charset=utf-8, or no charset).", Clip(charset))
 }

@@ -210,10 +210,12 @@ func typeError(typ *json.UnmarshalTypeError) *Error {
 	if typ.Type != nil {
 		want = jsonKind(typ.Type.Kind().String())
 	}
+	got := Clip(typ.Value)
 	if typ.Field == "" {
-		return InvalidRequest(fmt.Sprintf("The request body must be %s, but got %s instead.", want, typ.Value))
+		return InvalidRequest(fmt.Sprintf("The request body must be %s, but got %s instead.", want, got))
 	}
-	return InvalidArgument(typ.Field, fmt.Sprintf("Invalid type for '%s': expected %s, but got %s instead.", typ.Field, want, typ.Value))
+	field := Clip(typ.Field)
+	return InvalidArgument(field, fmt.Sprintf("Invalid type for '%s': expected %s, but got %s instead.", field, want, got))
 }
 
 // jsonKind names a Go kind the way a JSON client thinks of it.

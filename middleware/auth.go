@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/internal/logthrottle"
 )
 
 // Principal is who a request acts for, resolved from its API key. Limits,
@@ -143,7 +145,24 @@ type AuthConfig struct {
 	// (as "Bearer KEY") and/or any other header holding the key alone.
 	// Default: Authorization, then X-Api-Key.
 	Headers []string
+	// Metrics, when set, counts failed authentications by reason
+	// (missing_key, malformed_header, unknown_key, store_error), never by
+	// key.
+	Metrics *Metrics
+	// Logger receives a warning for failed authentications, with the
+	// reason and the client's address (never the key), at most one line a
+	// second with the number of failures left out. Default: slog.Default().
+	Logger *slog.Logger
 }
+
+// The reasons an authentication fails, as the "reason" label of
+// gatekit_auth_failures_total and the "reason" attribute of the log line.
+const (
+	authMissingKey      = "missing_key"
+	authMalformedHeader = "malformed_header"
+	authUnknownKey      = "unknown_key"
+	authStoreError      = "store_error"
+)
 
 // Auth authenticates every request against keys, reading the key from
 // Authorization: Bearer or X-Api-Key.
@@ -153,9 +172,11 @@ func Auth(keys KeyStore) echo.MiddlewareFunc {
 
 // AuthWithConfig resolves each request's API key to a [Principal], which
 // [GetPrincipal] returns to later middleware and handlers. A request with
-// no key is 401 missing_api_key; one whose key is unknown is 401
-// invalid_api_key; a failing KeyStore is 503 service_unavailable. The key
-// never appears in errors or logs.
+// no key is 401 missing_api_key; one whose Authorization header is not
+// "Bearer KEY" (another scheme, no key) is 401 missing_api_key saying so;
+// one whose key is unknown is 401 invalid_api_key; a failing KeyStore is
+// 503 service_unavailable. Failures are counted and logged (throttled) as
+// cfg says. The key never appears in errors, logs or metrics.
 func AuthWithConfig(cfg AuthConfig) (echo.MiddlewareFunc, error) {
 	return cfg.ToMiddleware()
 }
@@ -181,24 +202,43 @@ func (cfg AuthConfig) ToStep() (Step, error) {
 	if len(cfg.Headers) == 0 {
 		cfg.Headers = []string{echo.HeaderAuthorization, "X-Api-Key"}
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	headers := make([]string, len(cfg.Headers))
 	for i, h := range cfg.Headers {
 		headers[i] = http.CanonicalHeaderKey(h)
+	}
+	throttle := &logthrottle.Throttle{}
+	failed := func(c echo.Context, reason string, e *apierrors.Error) error {
+		cfg.Metrics.authFailed(reason)
+		req := c.Request()
+		throttle.Log(req.Context(), cfg.Logger, slog.LevelWarn, "authentication failed",
+			slog.String("reason", reason),
+			slog.String("client", c.RealIP()),
+			slog.String("method", apierrors.Clip(req.Method)),
+			slog.String("path", apierrors.Clip(req.URL.Path)),
+			slog.String("request_id", GetRequestID(c)))
+		return e
 	}
 	return func(c echo.Context, next echo.HandlerFunc) error {
 		if cfg.Skipper(c) {
 			return next(c)
 		}
-		key := apiKey(c.Request().Header, headers)
+		key, malformed := apiKey(c.Request().Header, headers)
 		if key == "" {
-			return apierrors.MissingAPIKey()
+			if malformed {
+				return failed(c, authMalformedHeader, apierrors.MalformedAuthorization())
+			}
+			return failed(c, authMissingKey, apierrors.MissingAPIKey())
 		}
 		p, ok, err := cfg.Keys.Lookup(c.Request().Context(), key)
 		if err != nil {
+			cfg.Metrics.authFailed(authStoreError)
 			return apierrors.ServiceUnavailable(0).WithCause(fmt.Errorf("auth: key store: %w", err))
 		}
 		if !ok {
-			return apierrors.InvalidAPIKey()
+			return failed(c, authUnknownKey, apierrors.InvalidAPIKey())
 		}
 		state(c).principal = p
 		return next(c)
@@ -206,26 +246,36 @@ func (cfg AuthConfig) ToStep() (Step, error) {
 }
 
 // apiKey finds the key in the first configured header that holds one.
-func apiKey(h http.Header, headers []string) string {
+// With no key found, malformed reports whether an Authorization header was
+// there but not in the form "Bearer KEY" (the scheme in any case, then
+// spaces or tabs).
+func apiKey(h http.Header, headers []string) (key string, malformed bool) {
 	for _, name := range headers {
 		v := h[name]
 		if len(v) == 0 {
 			continue
 		}
 		if name == echo.HeaderAuthorization {
-			scheme, token, ok := strings.Cut(v[0], " ")
-			if ok && strings.EqualFold(scheme, "Bearer") {
+			if strings.TrimSpace(v[0]) == "" {
+				continue
+			}
+			scheme, token, _ := strings.Cut(strings.TrimSpace(v[0]), " ")
+			if i := strings.IndexAny(scheme, "\t"); i >= 0 {
+				scheme, token = scheme[:i], scheme[i+1:]+" "+token
+			}
+			if strings.EqualFold(scheme, "Bearer") {
 				if token = strings.TrimSpace(token); token != "" {
-					return token
+					return token, false
 				}
 			}
+			malformed = true
 			continue
 		}
 		if k := strings.TrimSpace(v[0]); k != "" {
-			return k
+			return k, false
 		}
 	}
-	return ""
+	return "", malformed
 }
 
 // GetPrincipal returns the principal [Auth] resolved for the request, or

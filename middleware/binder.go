@@ -1,13 +1,20 @@
 package middleware
 
 import (
-	"encoding/json"
+	"bytes"
 	stderrors "errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"os"
+	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 
 	apierrors "github.com/gatekit/gatekit/errors"
@@ -16,23 +23,29 @@ import (
 // Binder is a strict JSON echo.Binder. Path parameters (and, for GET,
 // DELETE and HEAD, query parameters) bind as Echo's DefaultBinder binds
 // them; a body must be application/json (or a +json type) holding exactly
-// one JSON value whose fields all exist in the target. Every failure is an
-// *apierrors.Error:
+// one JSON value in UTF-8 whose names all match a field of the target
+// exactly (case included). Every failure is an *apierrors.Error, quoting
+// client input only clipped ([apierrors.Clip]):
 //
-//   - no or another Content-Type: 415 unsupported_media_type;
-//   - empty, malformed, truncated or trailing data: 400 invalid_request
-//     saying where the body broke;
-//   - an unknown field or a value of the wrong type: 400 invalid_argument
-//     naming the field;
+//   - no or another Content-Type, or a charset other than UTF-8: 415
+//     unsupported_media_type;
+//   - empty, malformed, truncated, not UTF-8 or trailing data: 400
+//     invalid_request saying where the body broke;
+//   - an unknown name, a name given twice or a value of the wrong type: 400
+//     invalid_argument naming the field by its path ("messages[1].role");
 //   - a body over the route's limit: 413 payload_too_large.
 //
-// After binding, the target is validated with the Echo instance's Validator
-// when there is one, unless SkipValidation is set.
+// After binding, the target is validated with the Echo instance's
+// Validator when there is one, unless SkipValidation is set. A Binder is
+// safe for concurrent use and must not be copied after first use.
 type Binder struct {
 	// SkipValidation leaves validation to the handler (c.Validate).
 	SkipValidation bool
 
 	params echo.DefaultBinder
+	// decoders keeps JSON decoders, with their read buffers, between
+	// requests: a fresh decoder's buffer is most of a bind's cost.
+	decoders sync.Pool
 }
 
 // NewBinder returns a Binder that validates what it binds.
@@ -42,7 +55,7 @@ func NewBinder() *Binder { return &Binder{} }
 func (b *Binder) Bind(i any, c echo.Context) error {
 	if len(c.ParamNames()) > 0 {
 		if err := b.params.BindPathParams(c, i); err != nil {
-			return apierrors.InvalidRequest(fmt.Sprintf("Invalid path parameter: %s.", httpErrorText(err)))
+			return apierrors.InvalidRequest(fmt.Sprintf("Invalid path parameter: %s.", apierrors.Clip(httpErrorText(err))))
 		}
 	}
 	req := c.Request()
@@ -50,14 +63,14 @@ func (b *Binder) Bind(i any, c echo.Context) error {
 	case http.MethodGet, http.MethodDelete, http.MethodHead:
 		if req.URL.RawQuery != "" {
 			if err := b.params.BindQueryParams(c, i); err != nil {
-				return apierrors.InvalidRequest(fmt.Sprintf("Invalid query parameter: %s.", httpErrorText(err)))
+				return apierrors.InvalidRequest(fmt.Sprintf("Invalid query parameter: %s.", apierrors.Clip(httpErrorText(err))))
 			}
 		}
 		if req.ContentLength == 0 {
 			return b.validate(i, c)
 		}
 	}
-	if err := BindJSON(c, i); err != nil {
+	if err := bindJSON(c, i, &b.decoders); err != nil {
 		return err
 	}
 	return b.validate(i, c)
@@ -93,71 +106,285 @@ func IsJSON(contentType string) bool {
 }
 
 // BindJSON decodes the request body strictly into i, without validating
-// it; see [Binder] for what it rejects and how.
-func BindJSON(c echo.Context, i any) error {
+// it; see [Binder] for what it rejects and how ([Binder.Bind] reuses its
+// decoders; BindJSON makes a fresh one each call). It decodes with
+// github.com/go-json-experiment/json: names match their fields exactly
+// (case included), a name given twice and invalid UTF-8 are errors, and
+// every error names where in the body it is as a param path
+// ("messages[1].role").
+func BindJSON(c echo.Context, i any) error { return bindJSON(c, i, nil) }
+
+// bindJSON is [BindJSON] taking its decoder from pool when it is set.
+func bindJSON(c echo.Context, i any, pool *sync.Pool) error {
 	req := c.Request()
 	ct := req.Header.Get(echo.HeaderContentType)
 	if !IsJSON(ct) {
 		return apierrors.UnsupportedMediaType(echo.MIMEApplicationJSON, mediaType(ct))
 	}
+	if strings.IndexByte(ct, ';') >= 0 {
+		if err := checkCharset(ct); err != nil {
+			return err
+		}
+	}
+	if v := reflect.ValueOf(i); v.Kind() != reflect.Pointer || v.IsNil() {
+		return apierrors.InternalError(fmt.Errorf("binder: cannot decode into %T: want a non-nil pointer", i))
+	}
 	if req.Body == nil || req.Body == http.NoBody {
 		return apierrors.InvalidRequest("The request body is empty; expected a JSON object.")
 	}
-	dec := json.NewDecoder(req.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(i); err != nil {
-		return decodeError(err, dec)
+	return decodeBody(req.Body, i, pool)
+}
+
+// maxPooledBody is the largest body after which a decoder goes back to
+// its pool.
+const maxPooledBody = 64 << 10
+
+// decodeBody decodes exactly one JSON value from body into i, with a
+// decoder from pool (a fresh one when pool is nil).
+func decodeBody(body io.Reader, i any, pool *sync.Pool) error {
+	var dec *jsontext.Decoder
+	if pool != nil {
+		dec, _ = pool.Get().(*jsontext.Decoder)
+	}
+	if dec == nil {
+		dec = jsontext.NewDecoder(body)
+	} else {
+		dec.Reset(body)
+	}
+	if pool != nil {
+		defer func() {
+			// A large body may have grown the decoder's buffer: such a
+			// decoder is left to the collector rather than kept.
+			if dec.InputOffset() <= maxPooledBody {
+				dec.Reset(http.NoBody) // keeps no request's body
+				pool.Put(dec)
+			}
+		}()
+	}
+	if err := json.UnmarshalDecode(dec, i, json.RejectUnknownMembers(true)); err != nil {
+		return decodeError(err, reflect.TypeOf(i))
 	}
 	// Exactly one value: anything but white space after it is an error.
-	// More skips the white space (reading on as needed), so the offset is
-	// that of the first byte after it, counted from 1 as json.SyntaxError
-	// counts.
-	dec.More()
-	at := dec.InputOffset() + 1
-	if _, err := dec.Token(); err != io.EOF {
-		if err != nil && !isSyntax(err) && !stderrors.Is(err, io.ErrUnexpectedEOF) {
-			return decodeError(err, dec)
+	// PeekKind skips the white space (reading on as needed); the offset
+	// reported is that of the first byte after it, counted from 1.
+	kind := dec.PeekKind()
+	rest := dec.UnreadBuffer()
+	at := dec.InputOffset() + int64(len(rest)-len(bytes.TrimLeft(rest, " \t\r\n"))) + 1
+	if kind == 0 {
+		// The end of the body, a byte no JSON value starts with, or a
+		// failed read: ReadToken tells which.
+		_, err := dec.ReadToken()
+		if err == io.EOF {
+			return nil
 		}
-		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: unexpected data after the JSON value (at byte %d).", at))
+		if tooLarge, ok := stderrors.AsType[*http.MaxBytesError](err); ok {
+			return apierrors.PayloadTooLarge(tooLarge.Limit)
+		}
 	}
-	return nil
+	return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: unexpected data after the JSON value (at byte %d).", at))
 }
 
-func isSyntax(err error) bool {
-	var se *json.SyntaxError
-	return stderrors.As(err, &se)
+// checkCharset accepts a JSON Content-Type whose charset, if any, is
+// UTF-8: JSON exchanged between systems is UTF-8 (RFC 8259), and a body in
+// another charset read as UTF-8 would be read wrong.
+func checkCharset(ct string) error {
+	_, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return apierrors.New(apierrors.CodeUnsupportedMediaType,
+			fmt.Sprintf("The Content-Type '%s' could not be parsed; expected 'application/json'.", apierrors.Clip(ct)))
+	}
+	cs, ok := params["charset"]
+	if !ok || strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "utf8") {
+		return nil
+	}
+	return apierrors.UnsupportedCharset(cs)
 }
 
-// decodeError maps what encoding/json returns to the envelope.
-func decodeError(err error, dec *json.Decoder) error {
-	var tooLarge *http.MaxBytesError
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case stderrors.As(err, &tooLarge):
+// decodeError maps what the decoder returns to the envelope; t is the
+// type decoded into, which tells array indices from object names in the
+// error's location.
+func decodeError(err error, t reflect.Type) error {
+	if tooLarge, ok := stderrors.AsType[*http.MaxBytesError](err); ok {
 		return apierrors.PayloadTooLarge(tooLarge.Limit)
-	case err == io.EOF:
+	}
+	if err == io.EOF {
 		return apierrors.InvalidRequest("The request body is empty; expected a JSON object.")
-	case stderrors.Is(err, io.ErrUnexpectedEOF):
-		// The decoder's offset stays at the start of the value it could not
-		// finish; what it read of that value is still buffered.
-		read := dec.InputOffset()
-		if rest, ok := dec.Buffered().(interface{ Len() int }); ok {
-			read += int64(rest.Len())
-		}
-		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: it ended unexpectedly (at byte %d).", read))
-	case stderrors.As(err, &syntax):
-		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: %s (at byte %d).", syntax.Error(), syntax.Offset))
-	case stderrors.As(err, &typ):
-		return apierrors.From(typ)
 	}
-	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		name = strings.Trim(name, `"`)
-		return apierrors.InvalidArgument(name, fmt.Sprintf("Unrecognized request argument supplied: %s.", name))
+	if stderrors.Is(err, os.ErrDeadlineExceeded) {
+		return apierrors.InvalidRequest("The request body did not arrive in time.").WithCause(err)
 	}
-	var invalid *json.InvalidUnmarshalError
-	if stderrors.As(err, &invalid) {
-		return apierrors.InternalError(err)
+	if e, ok := apierrors.As(err); ok {
+		// A type's own UnmarshalJSON said what is wrong.
+		return e
+	}
+	if syn, ok := stderrors.AsType[*jsontext.SyntacticError](err); ok {
+		return syntaxError(syn, t)
+	}
+	if sem, ok := stderrors.AsType[*json.SemanticError](err); ok {
+		return semanticError(sem, t)
 	}
 	return apierrors.InvalidRequest("The request body could not be read.").WithCause(err)
+}
+
+// syntaxError words a body that is not well-formed JSON.
+func syntaxError(syn *jsontext.SyntacticError, t reflect.Type) error {
+	param := paramPath(t, syn.JSONPointer)
+	switch {
+	case syn.Err == jsontext.ErrDuplicateName:
+		return apierrors.InvalidArgument(param, fmt.Sprintf("Duplicate request argument supplied: %s appears more than once.", param))
+	case stderrors.Is(syn.Err, io.ErrUnexpectedEOF):
+		return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: it ended unexpectedly (at byte %d).", syn.ByteOffset))
+	case syn.Err != nil && strings.Contains(syn.Err.Error(), "invalid UTF-8"):
+		// The decoder exports no value for this error; its text is the
+		// one way to tell it.
+		e := apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: it is not valid UTF-8 (at byte %d).", syn.ByteOffset+1))
+		e.Param = param
+		return e
+	}
+	what := "syntax error"
+	if syn.Err != nil {
+		what = syn.Err.Error()
+	}
+	return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: %s (at byte %d).", apierrors.Clip(what), syn.ByteOffset+1))
+}
+
+// semanticError words well-formed JSON that does not fit the target: an
+// unknown name, or a value of the wrong type or out of range.
+func semanticError(sem *json.SemanticError, t reflect.Type) error {
+	param := paramPath(t, sem.JSONPointer)
+	if sem.Err == json.ErrUnknownName {
+		return apierrors.InvalidArgument(param, fmt.Sprintf("Unrecognized request argument supplied: %s.", param))
+	}
+	mismatch := sem.Err == nil || stderrors.Is(sem.Err, strconv.ErrSyntax) || stderrors.Is(sem.Err, strconv.ErrRange)
+	switch {
+	case sem.GoType == nil || sem.JSONKind == 0 || stderrors.Is(sem.Err, stderrors.ErrUnsupported):
+		// A Go type the decoder cannot fill: the server's fault.
+		return apierrors.InternalError(sem)
+	case !mismatch && param == "":
+		// A type's own UnmarshalJSON refused the value.
+		return apierrors.InvalidRequest("The request body holds a value the API does not accept.").WithCause(sem)
+	case !mismatch:
+		return apierrors.InvalidArgument(param, fmt.Sprintf("Invalid value for '%s'.", param)).WithCause(sem)
+	}
+	got := jsonKindName(sem.JSONKind)
+	if len(sem.JSONValue) > 0 && sem.JSONKind == '0' {
+		got += " " + apierrors.Clip(string(sem.JSONValue))
+	}
+	want := goKindName(sem.GoType)
+	if param == "" {
+		return apierrors.InvalidRequest(fmt.Sprintf("The request body must be %s, but got %s instead.", want, got))
+	}
+	return apierrors.InvalidArgument(param, fmt.Sprintf("Invalid type for '%s': expected %s, but got %s instead.", param, want, got))
+}
+
+// jsonKindName names a JSON kind as the client wrote it.
+func jsonKindName(k jsontext.Kind) string {
+	switch k {
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "boolean"
+	case '"':
+		return "string"
+	case '0':
+		return "number"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	}
+	return "another value"
+}
+
+// goKindName names what a Go type takes, the way a JSON client thinks of
+// it.
+func goKindName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "another type"
+}
+
+// paramPath turns a JSON Pointer into the envelope's param path:
+// "/messages/1/role" is "messages[1].role". The target type t says which
+// tokens are array indices; where it cannot (inside an interface value) a
+// token of digits is taken for one. Each name and the whole path are
+// clipped ([apierrors.Clip]).
+func paramPath(t reflect.Type, ptr jsontext.Pointer) string {
+	var b strings.Builder
+	for tok := range ptr.Tokens() {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		index := false
+		var next reflect.Type
+		switch {
+		case t == nil || t.Kind() == reflect.Interface:
+			index = tok != "" && strings.Trim(tok, "0123456789") == ""
+		case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+			index, next = true, t.Elem()
+		case t.Kind() == reflect.Map:
+			next = t.Elem()
+		case t.Kind() == reflect.Struct:
+			next = fieldType(t, tok)
+		}
+		tok = apierrors.Clip(tok)
+		if index {
+			b.WriteString("[" + tok + "]")
+		} else {
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(tok)
+		}
+		t = next
+		if b.Len() > apierrors.MaxQuote {
+			break
+		}
+	}
+	return apierrors.Clip(b.String())
+}
+
+// fieldType is the type of the field of struct t that the JSON name
+// decodes into, or nil when there is none.
+func fieldType(t reflect.Type, name string) reflect.Type {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == "-" && opts == "" {
+			continue
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if tag == "" && ft.Kind() == reflect.Struct && (f.Anonymous || strings.Contains(","+opts+",", ",inline,")) {
+			if found := fieldType(ft, name); found != nil {
+				return found
+			}
+			continue
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		if tag == name && f.IsExported() {
+			return f.Type
+		}
+	}
+	return nil
 }

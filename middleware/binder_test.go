@@ -78,7 +78,7 @@ func TestBinderRejectsBadBodiesWithTheEnvelope(t *testing.T) {
 		{"trailing open string", "application/json", validChat + `"abc`,
 			400, apierrors.CodeInvalidRequest, "", "We could not parse the JSON body of your request: unexpected data after the JSON value (at byte 65).", false},
 		{"malformed", "application/json", `{"model":"m",,}`,
-			400, apierrors.CodeInvalidRequest, "", "We could not parse the JSON body of your request: invalid character ',' looking for beginning of object key string (at byte 14).", false},
+			400, apierrors.CodeInvalidRequest, "", "We could not parse the JSON body of your request: invalid character ',' at start of value (at byte 14).", false},
 		{"truncated", "application/json", `{"model":"m","messages":[{"role":"us`,
 			400, apierrors.CodeInvalidRequest, "", "We could not parse the JSON body of your request: it ended unexpectedly (at byte 36).", false},
 		{"empty", "application/json", ``,

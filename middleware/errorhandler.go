@@ -8,18 +8,22 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/internal/logthrottle"
 )
 
 // ErrorHandlerConfig configures [ErrorHandlerWithConfig].
 type ErrorHandlerConfig struct {
 	// Shape is the envelope layout. Default: apierrors.ShapeOpenAI.
 	Shape apierrors.Shape
-	// Logger receives 5xx causes and panics, with the request id. Default:
-	// slog.Default().
+	// Logger receives 5xx causes and panics, with the request id and the
+	// status the client got, at most one line a second per error code
+	// (the next line counts those left out; panics are always logged).
+	// Default: slog.Default().
 	Logger *slog.Logger
 	// Map, when set, is asked first to turn an error into an *apierrors.Error;
 	// returning nil falls through to [ToAPIError]. Use it for a service's
@@ -62,6 +66,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	throttles := &logthrottle.ByKey{}
 	return func(err error, c echo.Context) {
 		if err == nil {
 			return
@@ -73,10 +78,11 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		if e == nil {
 			e = ToAPIError(err, c)
 		}
+		e = bounded(e)
 		req := c.Request()
 		res := c.Response()
 		id := GetRequestID(c)
-		cfg.log(req, id, e, err)
+		cfg.log(throttles, req, res, id, e, err)
 
 		meta := apierrors.Meta{RequestID: id, Path: req.URL.Path}
 		if res.Committed {
@@ -95,8 +101,10 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 }
 
 // log records what the client is not told: the cause of a 5xx, with the
-// request id. A client that went away is noted at debug level only.
-func (cfg ErrorHandlerConfig) log(req *http.Request, id string, e *apierrors.Error, err error) {
+// request id and the status the client got (a stream's 200 when the error
+// came after it started), throttled per code. A client that went away is
+// noted at debug level only.
+func (cfg ErrorHandlerConfig) log(throttles *logthrottle.ByKey, req *http.Request, res *echo.Response, id string, e *apierrors.Error, err error) {
 	if e.Status < 500 {
 		return
 	}
@@ -106,19 +114,26 @@ func (cfg ErrorHandlerConfig) log(req *http.Request, id string, e *apierrors.Err
 			slog.String("method", req.Method), slog.String("path", req.URL.Path))
 		return
 	}
+	status := e.Status
+	if res.Committed {
+		status = res.Status
+	}
 	attrs := []slog.Attr{
 		slog.String("request_id", id),
-		slog.String("method", req.Method),
-		slog.String("path", req.URL.Path),
-		slog.Int("status", e.Status),
+		slog.String("method", apierrors.Clip(req.Method)),
+		slog.String("path", apierrors.Clip(req.URL.Path)),
+		slog.Int("status", status),
 		slog.String("code", string(e.Code)),
 		slog.String("error", err.Error()),
 	}
 	var p *PanicError
 	if stderrors.As(err, &p) {
+		// A panic is a bug, each with its own stack: never held back.
 		attrs = append(attrs, slog.String("stack", string(p.Stack)))
+		cfg.Logger.LogAttrs(ctx, slog.LevelError, "request failed", attrs...)
+		return
 	}
-	cfg.Logger.LogAttrs(ctx, slog.LevelError, "request failed", attrs...)
+	throttles.Get(string(e.Code)).Log(ctx, cfg.Logger, slog.LevelError, "request failed", attrs...)
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream.
@@ -167,9 +182,9 @@ func fromHTTPError(he *echo.HTTPError, c echo.Context) *apierrors.Error {
 	var e *apierrors.Error
 	switch he.Code {
 	case http.StatusNotFound:
-		e = apierrors.NotFound(fmt.Sprintf("Unknown request URL: %s %s.", req.Method, req.URL.Path))
+		e = apierrors.NotFound(fmt.Sprintf("Unknown request URL: %s %s.", apierrors.Clip(req.Method), apierrors.Clip(req.URL.Path)))
 	case http.StatusMethodNotAllowed:
-		e = apierrors.MethodNotAllowed(fmt.Sprintf("Method %s is not allowed for %s.", req.Method, req.URL.Path))
+		e = apierrors.MethodNotAllowed(fmt.Sprintf("Method %s is not allowed for %s.", apierrors.Clip(req.Method), apierrors.Clip(req.URL.Path)))
 	case http.StatusRequestEntityTooLarge:
 		e = apierrors.New(apierrors.CodePayloadTooLarge, "")
 	case http.StatusUnsupportedMediaType:
@@ -216,4 +231,27 @@ func mediaType(ct string) string {
 		return ct
 	}
 	return mt
+}
+
+// maxMessage is the most bytes of a message the error handler sends; a
+// longer one is cut, so that no error, however it was built, makes a large
+// response.
+const maxMessage = 1024
+
+// bounded returns e, or a copy with its message cut to maxMessage bytes
+// and its param to apierrors.MaxQuote, each marked as cut.
+func bounded(e *apierrors.Error) *apierrors.Error {
+	if len(e.Message) <= maxMessage && len(e.Param) <= apierrors.MaxQuote {
+		return e
+	}
+	c := *e
+	if len(c.Message) > maxMessage {
+		n := maxMessage
+		for n > maxMessage-utf8.UTFMax && !utf8.RuneStart(c.Message[n]) {
+			n--
+		}
+		c.Message = c.Message[:n] + apierrors.CutMark
+	}
+	c.Param = apierrors.Clip(c.Param)
+	return &c
 }

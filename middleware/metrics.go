@@ -8,9 +8,10 @@ import (
 	"github.com/gatekit/gatekit/budget"
 )
 
-// Metrics counts what gatekit's middleware decides, for Prometheus. Labels
-// are route patterns, limit names and scope kinds, never keys or
-// principals, so a flood of keys cannot blow up the series count. Create
+// Metrics counts what gatekit's middleware decides, for Prometheus:
+// admissions, refusals, settlements and failed authentications. Labels
+// are route patterns, limit names, scope kinds and failure reasons, never
+// keys or principals, so a flood of keys cannot blow up the series count. Create
 // one per registry with [NewMetrics]; it is safe for concurrent use.
 type Metrics struct {
 	admitted     *prometheus.CounterVec
@@ -22,6 +23,7 @@ type Metrics struct {
 	overruns     *prometheus.CounterVec
 	excessTokens prometheus.Counter
 	excessMicros prometheus.Counter
+	authFailures *prometheus.CounterVec
 }
 
 // MetricsConfig configures [NewMetrics].
@@ -80,9 +82,13 @@ func NewMetrics(reg prometheus.Registerer, cfg *MetricsConfig) (*Metrics, error)
 			Namespace: c.Namespace, Subsystem: sub, Name: "excess_micros_total",
 			Help: "Cost in micro-USD reported beyond reservations, never charged.",
 		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: c.Namespace, Subsystem: "auth", Name: "failures_total",
+			Help: "Failed authentications by reason (missing_key, malformed_header, unknown_key, store_error); never by key.",
+		}, []string{"reason"}),
 	}
 	for _, col := range []prometheus.Collector{m.admitted, m.refusals, m.storeErrors, m.storeLatency, m.tokens,
-		m.spent, m.overruns, m.excessTokens, m.excessMicros} {
+		m.spent, m.overruns, m.excessTokens, m.excessMicros, m.authFailures} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}
@@ -121,5 +127,12 @@ func (m *Metrics) settled(s Settlement, scopes []budget.Scope) {
 		m.overruns.WithLabelValues(s.Method, s.Route).Inc()
 		m.excessTokens.Add(float64(s.ExcessTokens))
 		m.excessMicros.Add(float64(s.Excess))
+	}
+}
+
+// authFailed counts a failed authentication; a nil m counts nothing.
+func (m *Metrics) authFailed(reason string) {
+	if m != nil {
+		m.authFailures.WithLabelValues(reason).Inc()
 	}
 }

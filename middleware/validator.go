@@ -94,6 +94,7 @@ func fromValidation(err error, root string, rootKnown bool) *apierrors.Error {
 	if root != "" {
 		param = strings.TrimPrefix(ns, root+".")
 	}
+	param = apierrors.Clip(param)
 	return apierrors.InvalidArgument(param, validationMessage(param, fe))
 }
 
@@ -105,7 +106,7 @@ func validationMessage(param string, fe validator.FieldError) string {
 	case "required", "required_if", "required_unless", "required_with", "required_without":
 		return fmt.Sprintf("Missing required parameter: '%s'.", param)
 	case "oneof":
-		return fmt.Sprintf("Invalid value for '%s': '%v'. Supported values are: %s.", param, got, quoteList(strings.Fields(fe.Param())))
+		return fmt.Sprintf("Invalid value for '%s': '%s'. Supported values are: %s.", param, apierrors.Clip(fmt.Sprint(got)), quoteList(strings.Fields(fe.Param())))
 	case "min", "gte", "max", "lte", "gt", "lt", "len":
 		return boundMessage(param, fe.Tag(), fe.Param(), kind, got)
 	case "email", "url", "uri", "uuid", "uuid4", "hostname", "ip":

@@ -37,6 +37,8 @@ import (
 	admredis "github.com/gatekit/gatekit/admission/redisstore"
 	"github.com/gatekit/gatekit/examples/provider/app"
 	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
+	"github.com/gatekit/gatekit/middleware"
+	"github.com/gatekit/gatekit/redislog"
 )
 
 //go:embed gatekit.yaml
@@ -88,6 +90,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return fmt.Errorf("-redis: %w", err)
 		}
 		opts.ContextTimeoutEnabled = true
+		// go-redis's own lines (failed dials during an outage) go to the
+		// same structured log, throttled, instead of stderr.
+		redislog.Use(logger)
 		client := redis.NewClient(opts)
 		defer client.Close()
 		if cfg.Store, err = admredis.New(client, nil); err != nil {
@@ -114,11 +119,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}()
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(registry, promhttp.HandlerOpts{})))
+	middleware.HeadForGet(e)
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	// Production timeouts: slow headers and bodies, clients that stop
+	// reading and idle keep-alive connections are cut off; long streams
+	// are not.
+	srv := gatekit.NewServer(e, &gatekit.ServerConfig{Logger: logger})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("provider listening", "addr", ln.Addr().String())

@@ -14,7 +14,8 @@ import (
 )
 
 // New returns the demo API on a fresh Echo instance, with gatekit mounted
-// from cfg. Close the Gate after the server has shut down, so that a
+// from cfg; every GET route answers HEAD too. A route added later needs
+// another middleware.HeadForGet. Close the Gate after the server has shut down, so that a
 // durable store writes what it has queued.
 func New(cfg gatekit.Config) (*echo.Echo, *gatekit.Gate, error) {
 	e := echo.New()
@@ -31,6 +32,7 @@ func New(cfg gatekit.Config) (*echo.Echo, *gatekit.Gate, error) {
 	v1.POST("/chat/completions", chatCompletions)
 	v1.POST("/audio/transcriptions", transcribe)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	middleware.HeadForGet(e)
 	return e, gate, nil
 }
 

@@ -25,7 +25,11 @@ type transcription struct {
 func transcribe(c echo.Context) error {
 	mr, err := c.Request().MultipartReader()
 	if err != nil {
-		if stderrors.Is(err, http.ErrNotMultipart) || stderrors.Is(err, http.ErrMissingBoundary) {
+		if stderrors.Is(err, http.ErrMissingBoundary) {
+			return apierrors.New(apierrors.CodeUnsupportedMediaType,
+				"The Content-Type 'multipart/form-data' has no boundary parameter; send 'multipart/form-data; boundary=...', as HTTP clients do for a form upload.")
+		}
+		if stderrors.Is(err, http.ErrNotMultipart) {
 			return apierrors.UnsupportedMediaType("multipart/form-data", mediaType(c))
 		}
 		return apierrors.InvalidRequest("The multipart body could not be read.").WithCause(err)

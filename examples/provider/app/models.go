@@ -64,7 +64,7 @@ func listModels(c echo.Context) error {
 func getModel(c echo.Context) error {
 	m, ok := models[c.Param("model")]
 	if !ok {
-		return apierrors.NotFound("The model '" + c.Param("model") + "' does not exist.")
+		return apierrors.NotFound("The model '" + apierrors.Clip(c.Param("model")) + "' does not exist.")
 	}
 	return c.JSON(http.StatusOK, m)
 }
