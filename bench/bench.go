@@ -4,10 +4,12 @@
 // go-redis/redis_rate.
 //
 // It is a module of its own so that none of the peers ever enter gatekit's
-// dependency graph. Every contestant serves the same Echo route (GET
-// /v1/models, a small fixed JSON body) to the same prebuilt requests (one per
-// API key) through the same discarding http.ResponseWriter, from
-// b.RunParallel, each goroutine cycling through the keys.
+// dependency graph. Every contestant serves the same Echo route (POST
+// /v1/chat/completions with a small JSON chat body, answered with a fixed
+// JSON body) to the same requests (one prebuilt template per API key, each
+// goroutine serving its own copy) through the same discarding
+// http.ResponseWriter, from b.RunParallel, each goroutine cycling through
+// the keys.
 //
 // `go test -bench . -benchmem` runs the scenarios as ordinary benchmarks;
 // `go run ./cmd/benchtable` runs them all in one process and prints a
@@ -16,6 +18,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -29,11 +32,28 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// Route is the one route every contestant serves.
-const Route = "/v1/models"
+// Route is the one route every contestant serves, as POST.
+const Route = "/v1/chat/completions"
 
-// ModelsJSON is the fixed body of Route.
-var ModelsJSON = []byte(`{"object":"list","data":[{"id":"gk-echo","object":"model","created":1700000000,"owned_by":"gatekit"}]}`)
+// Model is the model every request asks for.
+const Model = "gk-echo"
+
+// ChatRequestJSON is the body of every request: a small OpenAI-style chat
+// completion request with max_tokens, so that gatekit's estimate reads a
+// prompt and an output allowance from it.
+var ChatRequestJSON = []byte(`{"model":"gk-echo","messages":[{"role":"user","content":"Say pong."}],"max_tokens":16}`)
+
+// ChatResponseJSON is the fixed body every contestant answers with. Its
+// usage is what the billable route reports with middleware.ReportUsage.
+var ChatResponseJSON = []byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gk-echo",` +
+	`"choices":[{"index":0,"message":{"role":"assistant","content":"pong"},"finish_reason":"stop"}],` +
+	`"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}`)
+
+// The usage ChatResponseJSON reports.
+const (
+	UsagePromptTokens     = 9
+	UsageCompletionTokens = 1
+)
 
 // KeyCounts are the numbers of distinct API keys every scenario runs with.
 var KeyCounts = []int{1024, 100_000}
@@ -56,24 +76,65 @@ type Keys struct {
 	Raw []string
 	// IDs are the principal ids gatekit knows the keys by.
 	IDs []string
-	// Requests are GET Route with "Authorization: Bearer <key>", one per
-	// key. They are shared by every goroutine and must not be modified.
+	// Requests are the templates of POST Route, one per key, with
+	// "Authorization: Bearer <key>", "Content-Type: application/json" and
+	// the ContentLength of ChatRequestJSON. They are shared by every
+	// goroutine and never served themselves: a Client serves a copy with
+	// its own body (gatekit's body limit and estimate replace a request's
+	// Body).
 	Requests []*http.Request
 }
 
-// NewKeys builds n keys and their requests.
+// NewKeys builds n keys and their request templates.
 func NewKeys(n int) *Keys {
 	k := &Keys{Raw: make([]string, n), IDs: make([]string, n), Requests: make([]*http.Request, n)}
-	tmpl := httptest.NewRequest(http.MethodGet, Route, nil)
+	tmpl := httptest.NewRequest(http.MethodPost, Route, nil)
+	tmpl.ContentLength = int64(len(ChatRequestJSON))
 	for i := range n {
 		// 51 characters, like an OpenAI key.
 		k.Raw[i] = fmt.Sprintf("sk-bench-%010d-0123456789abcdefghijklmnopqrstuvw", i)
 		k.IDs[i] = fmt.Sprintf("key_%08d", i)
 		r := tmpl.Clone(context.Background())
-		r.Header = http.Header{echo.HeaderAuthorization: {"Bearer " + k.Raw[i]}}
+		r.Header = http.Header{
+			echo.HeaderAuthorization: {"Bearer " + k.Raw[i]},
+			echo.HeaderContentType:   {echo.MIMEApplicationJSON},
+		}
 		k.Requests[i] = r
 	}
 	return k
+}
+
+// Client serves requests one at a time, as one goroutine of a benchmark
+// does: each request is a copy of its key's template, into a struct the
+// Client keeps, with ChatRequestJSON rewound as its body, answered into the
+// Client's DiscardWriter. It allocates nothing per request, and every
+// contestant, bare Echo included, pays for the same copy. A Client is not
+// safe for concurrent use.
+type Client struct {
+	// W is the writer of the latest response.
+	W    *DiscardWriter
+	req  http.Request
+	body requestBody
+}
+
+// requestBody is a rewindable request body.
+type requestBody struct{ bytes.Reader }
+
+// Close does nothing: the body is rewound for the next request instead.
+func (*requestBody) Close() error { return nil }
+
+// NewClient returns a Client with an empty DiscardWriter.
+func NewClient() *Client { return &Client{W: NewDiscardWriter()} }
+
+// Serve serves a copy of tmpl to h and returns the response's writer,
+// reset before the request.
+func (cl *Client) Serve(h http.Handler, tmpl *http.Request) *DiscardWriter {
+	cl.W.Reset()
+	cl.req = *tmpl
+	cl.body.Reset(ChatRequestJSON)
+	cl.req.Body = &cl.body
+	h.ServeHTTP(cl.W, &cl.req)
+	return cl.W
 }
 
 // APIKey is how the peers key their limits: the bearer token, the same
@@ -107,6 +168,10 @@ type Env struct {
 	// Direct, when set, is run per key instead of serving a request: for
 	// the store-level Redis scenarios.
 	Direct func(ctx context.Context, i int) error
+	// Verify, when set, checks what the responses do not show: for the
+	// full stack, that settlement charged the usage the handler reported.
+	// Tests call it after Check.
+	Verify func() error
 	// Close releases what the scenario holds; it may be nil.
 	Close func()
 
@@ -134,7 +199,7 @@ func (env *Env) Prime() error {
 		if env.Direct != nil {
 			return env.Direct(context.Background(), i)
 		}
-		env.Handler.ServeHTTP(NewDiscardWriter(), env.Keys.Requests[i])
+		NewClient().Serve(env.Handler, env.Keys.Requests[i])
 		return nil
 	})
 }
@@ -175,8 +240,7 @@ func (env *Env) Check(header string) error {
 	if env.Direct != nil {
 		return env.Direct(context.Background(), 0)
 	}
-	w := NewDiscardWriter()
-	env.Handler.ServeHTTP(w, env.Keys.Requests[0])
+	w := NewClient().Serve(env.Handler, env.Keys.Requests[0])
 	if w.Status != env.Want {
 		return fmt.Errorf("status %d, want %d (headers %v)", w.Status, env.Want, w.H)
 	}
@@ -188,8 +252,8 @@ func (env *Env) Check(header string) error {
 
 // Run is the benchmark body shared by every scenario: b.RunParallel, each
 // goroutine starting at its own key and cycling through all of them, with a
-// discarding writer of its own whose header map is cleared per request
-// (or, with FreshHeaderMaps, made anew). It
+// Client of its own, whose writer's header map is cleared per request (or,
+// with FreshHeaderMaps, made anew). It
 // reports allocations, "req/s", and "rt/op" when env counts round trips, and
 // fails the benchmark if any response lacks the wanted status.
 func Run(b *testing.B, env *Env) {
@@ -223,11 +287,9 @@ func Run(b *testing.B, env *Env) {
 				}
 			}
 		} else {
-			w := NewDiscardWriter()
+			cl := NewClient()
 			for pb.Next() {
-				w.Reset()
-				env.Handler.ServeHTTP(w, reqs[i])
-				if w.Status != env.Want {
+				if w := cl.Serve(env.Handler, reqs[i]); w.Status != env.Want {
 					bad++
 					lastStatus.Store(int64(w.Status))
 				}
@@ -299,9 +361,10 @@ func newEcho(mws ...echo.MiddlewareFunc) *echo.Echo {
 	return e
 }
 
-// addRoute registers Route on e.
+// addRoute registers Route on e: a handler that answers ChatResponseJSON
+// without reading the request.
 func addRoute(e *echo.Echo) {
-	e.GET(Route, func(c echo.Context) error {
-		return c.JSONBlob(http.StatusOK, ModelsJSON)
+	e.POST(Route, func(c echo.Context) error {
+		return c.JSONBlob(http.StatusOK, ChatResponseJSON)
 	})
 }
