@@ -65,7 +65,7 @@ func (g *Gate) Status(ctx context.Context, p *middleware.Principal, method, rout
 	if tag == "" {
 		tag = p.ID
 	}
-	look := admission.Request{Tag: tag}
+	look := admission.Request{Tag: tag, Holder: p.ID}
 	var rates [2]admission.Rate
 	var outs [2]**LimitStatus
 	for _, l := range []struct {
@@ -74,7 +74,7 @@ func (g *Gate) Status(ctx context.Context, p *middleware.Principal, method, rout
 		out    **LimitStatus
 	}{{lim.Requests, false, &st.Requests}, {lim.Tokens, true, &st.Tokens}} {
 		if l.policy != nil {
-			rates[len(look.Rates)] = admission.Rate{Key: middleware.LimitKey(p.ID, method, route, l.tokens), Policy: *l.policy}
+			rates[len(look.Rates)] = admission.Rate{Key: middleware.LimitKey(method, route, l.tokens), Policy: *l.policy}
 			outs[len(look.Rates)] = l.out
 			look.Rates = rates[:len(look.Rates)+1]
 		}

@@ -62,7 +62,8 @@ var (
 
 // Rate is a claim on a token bucket: N units of Key's bucket under Policy.
 type Rate struct {
-	// Key names the bucket; stores keep it under the Request's Tag.
+	// Key names the bucket among the Request's Holder's; stores keep it
+	// under the Request's Tag.
 	Key string
 	// Policy is the bucket's rate and burst.
 	Policy ratelimit.Policy
@@ -77,7 +78,8 @@ type Rate struct {
 // Slot is a claim on a concurrency limit: one of Limit slots of Key, held
 // until Settle or the reservation's expiry.
 type Slot struct {
-	// Key names the limit; stores keep it under the Request's Tag.
+	// Key names the limit among the Request's Holder's; stores keep it
+	// under the Request's Tag.
 	Key string
 	// Limit is how many reservations may hold a slot of Key at once; at
 	// least 1.
@@ -90,6 +92,11 @@ type Request struct {
 	// stores keep them together (one Redis Cluster slot). Use the
 	// account. It must not contain '{' or '}'.
 	Tag string
+	// Holder is whose limits the rate and slot claims are, such as an API
+	// key's id: a bucket or a slot limit is named by Tag, Holder and Key
+	// together, so that one Key (a route's) serves every holder. It may be
+	// empty.
+	Holder string
 	// Rates and Slots are the rate and concurrency claims, at most
 	// MaxRates and MaxSlots of them.
 	Rates []Rate
@@ -214,9 +221,10 @@ type SettleResult struct {
 // spent is money spent) for the store's settle grace; after that it
 // returns ErrUnknownReservation and records nothing.
 //
-// A Request with no slot or budget claim and N == 0 in every rate claim is
-// a look: Reserve answers it as any other, but takes nothing and makes no
-// reservation (its ID is zero, and there is nothing to settle).
+// A Request with no slot claim, no budget and no Refund rate claim leaves
+// nothing to settle (see Request.Settles): Reserve takes its units and
+// makes no reservation, and its ID is zero. So a Request with N == 0 in
+// every such rate claim only looks at its buckets.
 //
 // Settle must be given the Request its reservation was made with: stores
 // keep only what they must, and read the claims from it. It frees the
@@ -298,16 +306,17 @@ func Validate(r *Request) error {
 	return nil
 }
 
-// Look reports whether r takes nothing and makes no reservation: no slot
-// or budget claim, and N == 0 in every rate claim (see Store).
-func (r *Request) Look() bool {
+// Settles reports whether a reservation of r holds anything Settle must
+// end or give back: a slot, a budget amount, or units of a Refund rate
+// claim. Without, Reserve makes no reservation (see Store).
+func (r *Request) Settles() bool {
 	if len(r.Slots) > 0 || len(r.Budgets) > 0 {
-		return false
+		return true
 	}
 	for _, c := range r.Rates {
-		if c.N != 0 {
-			return false
+		if c.Refund && c.N > 0 {
+			return true
 		}
 	}
-	return true
+	return false
 }

@@ -65,7 +65,9 @@ type Memory struct {
 
 var _ Store = (*Memory)(nil)
 
-type tagKey struct{ tag, key string }
+// tagKey names a bucket or a slot limit: a Request's Tag and Holder, and
+// a claim's Key.
+type tagKey struct{ tag, holder, key string }
 
 // rateState is one token bucket.
 type rateState struct {
@@ -167,7 +169,7 @@ func (m *Memory) Reserve(ctx context.Context, r *Request) (Result, error) {
 
 	var states [MaxRates]*rateState
 	for i, c := range r.Rates {
-		states[i] = sh.rates[tagKey{r.Tag, c.Key}]
+		states[i] = sh.rates[tagKey{r.Tag, r.Holder, c.Key}]
 		var st *bucket.State
 		if states[i] != nil {
 			st = &states[i].st
@@ -180,7 +182,7 @@ func (m *Memory) Reserve(ctx context.Context, r *Request) (Result, error) {
 	}
 	var gauges [MaxSlots]*gauge
 	for i, s := range r.Slots {
-		gauges[i] = sh.gauges[tagKey{r.Tag, s.Key}]
+		gauges[i] = sh.gauges[tagKey{r.Tag, r.Holder, s.Key}]
 		if gauges[i] != nil {
 			res.InUse[i] = gauges[i].inUse
 		}
@@ -189,10 +191,6 @@ func (m *Memory) Reserve(ctx context.Context, r *Request) (Result, error) {
 		}
 	}
 	if res.Refused != KindNone {
-		return res, nil
-	}
-	if r.Look() {
-		res.Allowed = true
 		return res, nil
 	}
 	var hold budget.HoldID
@@ -217,16 +215,20 @@ func (m *Memory) Reserve(ctx context.Context, r *Request) (Result, error) {
 		}
 		if states[i] == nil {
 			states[i] = &rateState{}
-			sh.rates[tagKey{r.Tag, c.Key}] = states[i]
+			sh.rates[tagKey{r.Tag, r.Holder, c.Key}] = states[i]
 		}
 		states[i].st, states[i].fullAt = decided[i].State, decided[i].FullAt
+	}
+	if !r.Settles() {
+		res.Allowed = true
+		return res, nil
 	}
 	rv := sh.alloc()
 	rv.live, rv.hold, rv.nslots = true, hold, len(r.Slots)
 	for i, s := range r.Slots {
 		if gauges[i] == nil {
 			gauges[i] = &gauge{}
-			sh.gauges[tagKey{r.Tag, s.Key}] = gauges[i]
+			sh.gauges[tagKey{r.Tag, r.Holder, s.Key}] = gauges[i]
 		}
 		gauges[i].inUse++
 		res.InUse[i]++
@@ -291,7 +293,7 @@ func (m *Memory) Settle(ctx context.Context, r *Request, id ID, u Usage) (Settle
 		if !c.Refund || back <= 0 {
 			continue
 		}
-		st := sh.rates[tagKey{r.Tag, c.Key}]
+		st := sh.rates[tagKey{r.Tag, r.Holder, c.Key}]
 		if st == nil {
 			continue // full again, and forgotten
 		}
@@ -314,14 +316,14 @@ func (m *Memory) Balance(ctx context.Context, scope budget.Scope) (budget.Balanc
 	return m.ledger.Balance(ctx, scope)
 }
 
-// InUse returns how many slots of key, under tag, are held: for status
-// pages and tests.
-func (m *Memory) InUse(tag, key string) int64 {
+// InUse returns how many slots of key, of holder under tag, are held: for
+// status pages and tests.
+func (m *Memory) InUse(tag, holder, key string) int64 {
 	sh := m.shard(tag)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.advance(m, m.now().UnixNano())
-	if g := sh.gauges[tagKey{tag, key}]; g != nil {
+	if g := sh.gauges[tagKey{tag, holder, key}]; g != nil {
 		return g.inUse
 	}
 	return 0

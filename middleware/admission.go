@@ -207,23 +207,21 @@ type admitter struct {
 	failures storeFailureLog
 }
 
-// routeKeys are a principal's store keys on a route.
+// routeKeys are the store keys of a route's limits, the same for every
+// principal (the Request's Holder tells principals apart).
 type routeKeys struct{ requests, tokens, slot string }
 
-// keyCache keeps the routeKeys of principals by id and route, so that a
-// request builds no key strings: at most maxCachedKeys of them, after
-// which keys are built per request.
+// keyCache keeps the routeKeys of each route, so that a request builds no
+// key strings. Routes are Echo's patterns, a set fixed by the service.
 type keyCache struct {
 	mu sync.RWMutex
 	m  map[routeOf]*routeKeys
 }
 
-type routeOf struct{ id, method, route string }
+type routeOf struct{ method, route string }
 
-const maxCachedKeys = 1 << 16
-
-func (kc *keyCache) get(id, method, route string) *routeKeys {
-	k := routeOf{id, method, route}
+func (kc *keyCache) get(method, route string) *routeKeys {
+	k := routeOf{method, route}
 	kc.mu.RLock()
 	rk := kc.m[k]
 	kc.mu.RUnlock()
@@ -231,9 +229,9 @@ func (kc *keyCache) get(id, method, route string) *routeKeys {
 		return rk
 	}
 	rk = &routeKeys{
-		requests: LimitKey(id, method, route, false),
-		tokens:   LimitKey(id, method, route, true),
-		slot:     id + "\x00" + method + " " + route + "\x00c",
+		requests: LimitKey(method, route, false),
+		tokens:   LimitKey(method, route, true),
+		slot:     method + " " + route + "\x00c",
 	}
 	kc.mu.Lock()
 	defer kc.mu.Unlock()
@@ -243,9 +241,7 @@ func (kc *keyCache) get(id, method, route string) *routeKeys {
 	if old := kc.m[k]; old != nil {
 		return old
 	}
-	if len(kc.m) < maxCachedKeys {
-		kc.m[k] = rk
-	}
+	kc.m[k] = rk
 	return rk
 }
 
@@ -395,8 +391,8 @@ func (a *admitter) plan(ad *admitted, lim Limits, scopes []budget.Scope, est Est
 		allowance = fits
 	}
 	ad.allowance = allowance
-	ad.req = admission.Request{Tag: tag}
-	keys := a.keys.get(p.ID, method, route)
+	ad.req = admission.Request{Tag: tag, Holder: p.ID}
+	keys := a.keys.get(method, route)
 	n := 0
 	if lim.Requests != nil {
 		ad.rates[n] = admission.Rate{Key: keys.requests, Policy: *lim.Requests, N: 1}
@@ -495,7 +491,10 @@ func (a *admitter) settle(st *requestState) {
 		s.ChargedTokens, s.Charged = 0, 0
 		used = admission.Usage{}
 	}
-	_, err := a.cfg.Store.Settle(ctx, &ad.req, ad.id, used)
+	var err error
+	if ad.id != (admission.ID{}) { // else the reservation left nothing to settle
+		_, err = a.cfg.Store.Settle(ctx, &ad.req, ad.id, used)
+	}
 	s.Time = time.Now()
 	if err != nil {
 		a.failures.warn(ctx, a.cfg.Logger, "admission: settle failed", slog.String("request_id", s.RequestID),
@@ -657,14 +656,14 @@ func windowName(w time.Duration) string {
 	return w.String()
 }
 
-// LimitKey is the store key of a principal's request or token bucket on a
-// route.
-func LimitKey(principalID, method, route string, tokens bool) string {
+// LimitKey is the store key (admission.Rate.Key) of a route's request or
+// token bucket; the principal's id is the admission.Request's Holder.
+func LimitKey(method, route string, tokens bool) string {
 	kind := "\x00r"
 	if tokens {
 		kind = "\x00t"
 	}
-	return principalID + "\x00" + method + " " + route + kind
+	return method + " " + route + kind
 }
 
 // Allowance returns the output tokens the request's reservation covers

@@ -84,7 +84,7 @@ func TestSettleAllSettlesEachReservationOnceWhileHandlersRun(t *testing.T) {
 	if strings.Contains(logs.String(), "settle failed") {
 		t.Fatalf("a reservation was settled twice:\n%s", logs.String())
 	}
-	if got := store.InUse("a", "a\x00POST /\x00c"); got != 0 {
+	if got := store.InUse("a", "a", "POST /\x00c"); got != 0 {
 		t.Fatalf("%d slots still held", got)
 	}
 }

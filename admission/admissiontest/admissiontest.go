@@ -116,6 +116,10 @@ func testRate(t *testing.T, n NewStore) {
 		if !res.Allowed || res.Rates[0].Remaining != int64(9-i) || res.Rates[0].Limit != 10 {
 			t.Fatalf("request %d: %+v, want allowed with %d remaining", i, res, 9-i)
 		}
+		// Nothing to give back: no reservation.
+		if res.ID != (admission.ID{}) {
+			t.Fatalf("request %d: a reservation %v for a request with nothing to settle", i, res.ID)
+		}
 	}
 	res := reserve(t, s, r)
 	if res.Allowed || res.Refused != admission.KindRate || res.Index != 0 || res.Never {

@@ -27,8 +27,8 @@
 //
 // With P = Prefix + "{" + Tag + "}:", a Request's keys are
 //
-//	P + "rate:" + key             a token bucket: a 24-byte string, until it is full again
-//	P + "slot:" + key             zset: reservations holding a slot, by expiry
+//	P + "rate:" + holder + NUL + key   a token bucket: a 24-byte string, until it is full again
+//	P + "slot:" + holder + NUL + key   zset: reservations holding a slot, by expiry
 //	P + "budget:" + B             hash: a budget in one period (spent, held)
 //	P + "holds:" + B              zset: that budget's holds, by expiry
 //	P + "res:" + seq              a reservation, for Settle
@@ -260,21 +260,21 @@ func (s *Store) Reserve(ctx context.Context, r *admission.Request) (admission.Re
 	nr, ns, nb := len(r.Rates), len(r.Slots), len(r.Budgets)
 	keys := make([]string, 0, 1+nr+ns+2*nb)
 	keys = append(keys, tp+"seq")
-	look := 0
-	if r.Look() {
-		look = 1
+	bare := 0
+	if !r.Settles() {
+		bare = 1
 	}
 	args := s.args(now, 6+4*nr+ns+2*nb)
-	args = append(args, tp+"res:", nr, ns, nb, int64(r.Cost), look)
+	args = append(args, tp+"res:", nr, ns, nb, int64(r.Cost), bare)
 	var params [admission.MaxRates]bucket.Params
 	for i, c := range r.Rates {
 		// Validate checked the policy.
 		params[i], _ = bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
-		keys = append(keys, tp+"rate:"+c.Key)
+		keys = append(keys, tp+"rate:"+r.Holder+"\x00"+c.Key)
 		args = append(args, c.N, params[i].Unit, params[i].Rate, params[i].Burst)
 	}
 	for _, sl := range r.Slots {
-		keys = append(keys, tp+"slot:"+sl.Key)
+		keys = append(keys, tp+"slot:"+r.Holder+"\x00"+sl.Key)
 		args = append(args, sl.Limit)
 	}
 	var ends [admission.MaxBudgets]time.Time
@@ -315,7 +315,7 @@ func (s *Store) Reserve(ctx context.Context, r *admission.Request) (admission.Re
 	}
 	if v[0] == 1 {
 		res.Allowed = true
-		if v[1] != 0 { // 0 for a look
+		if v[1] != 0 { // 0 when there is nothing to settle
 			res.ID = admission.ID{Tag: r.Tag, Seq: uint64(v[1])}
 		}
 		return res, nil
@@ -376,11 +376,11 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 	for _, rf := range refunds[:nr] {
 		c := r.Rates[rf[0]]
 		p, _ := bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
-		keys = append(keys, tp+"rate:"+c.Key)
+		keys = append(keys, tp+"rate:"+r.Holder+"\x00"+c.Key)
 		args = append(args, rf[1], p.Unit, p.Rate, p.Burst)
 	}
 	for _, sl := range r.Slots {
-		keys = append(keys, tp+"slot:"+sl.Key)
+		keys = append(keys, tp+"slot:"+r.Holder+"\x00"+sl.Key)
 	}
 	// The reservation was made in one of the periods overlapping the time
 	// it can still be settled in, give or take the margin.

@@ -485,9 +485,9 @@ func TestKeysShareTheTagAndExpire(t *testing.T) {
 		"seq": ttl + grace + margin,
 		"res:" + strconv.FormatUint(open.ID.Seq, 10): ttl + grace + margin,
 		// The refill of what was taken (a millisecond), and a second.
-		"rate:key1:rpm":      time.Second + time.Millisecond,
-		"rate:key1:tpm":      time.Second + time.Millisecond,
-		"slot:key1:parallel": ttl + margin,
+		"rate:\x00key1:rpm":      time.Second + time.Millisecond,
+		"rate:\x00key1:tpm":      time.Second + time.Millisecond,
+		"slot:\x00key1:parallel": ttl + margin,
 		// To the end of the period, then the grace and the margin.
 		"budget:key:key1:daily:" + day:         14*time.Hour + grace + margin,
 		"holds:key:key1:daily:" + day:          ttl + margin,

@@ -6,7 +6,7 @@
 --            the nb budgets its hash and its holds, in its current period
 -- ARGV[5]    P .. 'res:'
 -- ARGV[6..10] nr, ns, nb, the request's Cost, and 1 if the request is a
---            look (admission.Request.Look: it takes nothing), else 0
+--            bare (admission.Request.Settles is false: nothing to settle), else 0
 -- ARGV[11..] for each rate: n, unit, rate, burst; for each slot: its limit;
 --            for each budget: its limit and its period's end (ms; 0 for
 --            none)
@@ -21,7 +21,7 @@
 local resPrefix = ARGV[5]
 local nr, ns, nb = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local cost = tonumber(ARGV[9])
-local look = ARGV[10] == '1'
+local bare = ARGV[10] == '1'
 local a = 11 -- next ARGV
 local rk, sk, bk = 2, 2 + nr, 2 + nr + ns -- first KEYS of each kind
 
@@ -55,7 +55,14 @@ local function reply(allowed, seq, b, s, h)
 end
 
 if kind ~= 0 then return reply(0, 0, -1, 0, 0) end
-if look then return reply(1, 0, -1, 0, 0) end -- nothing to take, no reservation
+if bare then
+  -- Nothing to settle (admission.Request.Settles): take the units, and
+  -- make no reservation.
+  for i = 1, nr do
+    if saves[i] then saves[i]() end
+  end
+  return reply(1, 0, -1, 0, 0)
+end
 
 local limit, pend, s, h, hx = {}, {}, {}, {}, {}
 for i = 1, nb do
