@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gatekit/gatekit/budget"
+	"github.com/gatekit/gatekit/internal/bucket"
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
@@ -252,7 +253,11 @@ type Store interface {
 // Validate reports why r cannot be reserved, or nil if it can. The error
 // wraps ErrInvalidRequest. Every store checks it first; it is exported for
 // stores in other packages.
-func Validate(r *Request) error {
+func Validate(r *Request) error { return validate(r, nil) }
+
+// validate is Validate, writing the bucket parameters of r's rate claims
+// to params when it is not nil.
+func validate(r *Request, params *[MaxRates]bucket.Params) error {
 	switch {
 	case r.Tag == "":
 		return fmt.Errorf("%w: empty Tag", ErrInvalidRequest)
@@ -269,8 +274,12 @@ func Validate(r *Request) error {
 		case c.N < 0:
 			return fmt.Errorf("%w: rate %d takes %d units", ErrInvalidRequest, i, c.N)
 		}
-		if err := c.Policy.Valid(); err != nil {
+		p, err := bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
+		if err != nil {
 			return fmt.Errorf("%w: rate %d: %w", ErrInvalidRequest, i, err)
+		}
+		if params != nil {
+			params[i] = p
 		}
 		for _, o := range r.Rates[:i] {
 			if o.Key == c.Key {

@@ -150,18 +150,14 @@ func (m *Memory) shard(tag string) *memShard {
 // Reserve implements Store.Reserve.
 func (m *Memory) Reserve(ctx context.Context, r *Request) (Result, error) {
 	var res Result
-	if err := Validate(r); err != nil {
+	var params [MaxRates]bucket.Params
+	if err := validate(r, &params); err != nil {
 		return res, err
 	}
 	now := m.now()
 	ns := now.UnixNano()
 	ms := now.UnixMilli()
-	var params [MaxRates]bucket.Params
 	var decided [MaxRates]bucket.Result
-	for i, c := range r.Rates {
-		// Validate checked the policy.
-		params[i], _ = bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
-	}
 	sh := m.shard(r.Tag)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -293,7 +293,10 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	start := time.Now()
+	var start time.Time
+	if a.cfg.Metrics != nil {
+		start = time.Now()
+	}
 	res, err := a.cfg.Store.Reserve(ctx, &ad.req)
 	if err == nil && !res.Allowed && a.shrink(ad, &res, est) {
 		// The default allowance did not fit the room left: ask once more
@@ -324,6 +327,10 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 	}
 	ad.id = res.ID
 	st.allowance, st.admitted = ad.allowance, ad.metered()
+	if ad.id == (admission.ID{}) && a.cfg.OnSettle == nil {
+		// A requests limit alone: nothing to give back, nobody to tell.
+		return next(c)
+	}
 	st.open = true
 	if a.cfg.InFlight != nil {
 		a.cfg.InFlight.add(st)
