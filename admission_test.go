@@ -224,7 +224,7 @@ func TestHandlerReportingTenTimesItsAllowanceLeavesEveryCapExact(t *testing.T) {
 	if b := balance(t, gate.Store(), "account", "acme", budget.Dollar); b.Spent != 100 {
 		t.Fatalf("account balance %+v", b)
 	}
-	look := &admission.Request{Tag: "acme", Holder: "k1", Rates: []admission.Rate{{Key: middleware.LimitKey("POST", "/v1/work", true), Policy: ratelimit.PerMinute(10_000)}}}
+	look := &admission.Request{Tag: "acme", Holder: "k1", Rates: []admission.Rate{{Key: middleware.LimitKey("POST", "/v1/work", middleware.MeterTokens), Policy: ratelimit.PerMinute(10_000)}}}
 	r, err := gate.Store().Reserve(context.Background(), look)
 	if err != nil {
 		t.Fatal(err)

@@ -33,8 +33,11 @@ const DefaultBodyLimit ByteSize = 8 << 20
 // The same structure loads from YAML with [LoadConfig].
 type Config struct {
 	// Shape is the error envelope's layout: openai (default), anthropic,
-	// problem, flat or gateway.
+	// problem, flat or gateway. A route may choose its own
+	// (RouteConfig.Shape).
 	Shape apierrors.Shape `yaml:"shape"`
+	// Catalog adjusts how catalog codes are answered.
+	Catalog CatalogConfig `yaml:"catalog"`
 	// BodyLimit caps request bodies on routes without a limit of their own.
 	// Default: DefaultBodyLimit. A negative value means no limit.
 	BodyLimit ByteSize `yaml:"body_limit"`
@@ -191,18 +194,33 @@ func (m *Money) UnmarshalYAML(node *yaml.Node) error {
 	return nil
 }
 
+// CatalogConfig is the catalog part of [Config].
+type CatalogConfig struct {
+	// AnthropicOverloadedStatus is the status model_overloaded answers
+	// with on routes in the anthropic shape: 503, the catalog's (default),
+	// or 529, Anthropic's own, which its SDKs decode as OverloadedError
+	// and retry. Routes in other shapes always answer 503.
+	AnthropicOverloadedStatus int `yaml:"anthropic_overloaded_status"`
+}
+
 // RouteConfig is the per-route part of [Config].
 type RouteConfig struct {
 	// BodyLimit caps this route's request bodies. Zero takes the service's
 	// limit; a negative value means no limit.
 	BodyLimit ByteSize `yaml:"body_limit"`
+	// Shape is the error envelope's layout on this route, mid-stream
+	// errors included; empty takes Config.Shape. On anthropic routes every
+	// response also carries request-id, and the rate-limit headers are
+	// Anthropic's anthropic-ratelimit-* instead of x-ratelimit-*.
+	Shape apierrors.Shape `yaml:"shape"`
 	// LimitConfig holds the route's default rate limits, for principals
 	// whose tier and key set none.
 	LimitConfig `yaml:",inline"`
 }
 
-// LimitConfig is a set of limits: requests and tokens per minute, each
-// with an optional burst, and requests at once. Zero means "not set
+// LimitConfig is a set of limits: requests and tokens per minute (or
+// input and output tokens per minute, split), each with an optional
+// burst, and requests at once. Zero means "not set
 // here": the next level's limit applies.
 type LimitConfig struct {
 	// RPM is requests per minute.
@@ -216,6 +234,18 @@ type LimitConfig struct {
 	// TPMBurst is the most tokens that can be saved up, and so the most
 	// one request can reserve. Default: TPM.
 	TPMBurst int64 `yaml:"tpm_burst"`
+	// ITPM is input tokens per minute, on their own: each request
+	// reserves its prompt estimate and gets back what it did not use.
+	ITPM int64 `yaml:"itpm"`
+	// ITPMBurst is the most input tokens that can be saved up, and so the
+	// largest prompt one request can send. Default: ITPM.
+	ITPMBurst int64 `yaml:"itpm_burst"`
+	// OTPM is output tokens per minute, on their own: each request
+	// reserves its output allowance and gets back what it did not use.
+	OTPM int64 `yaml:"otpm"`
+	// OTPMBurst is the most output tokens that can be saved up, and so the
+	// largest allowance (max_tokens) of one request. Default: OTPM.
+	OTPMBurst int64 `yaml:"otpm_burst"`
 	// MaxParallel is the most requests of one key that may run on the
 	// route at once.
 	MaxParallel int64 `yaml:"max_parallel"`
@@ -309,9 +339,17 @@ func (cfg Config) Validate() error {
 	if _, err := apierrors.ParseShape(string(cfg.Shape)); err != nil {
 		return fmt.Errorf("invalid configuration: shape: %w", err)
 	}
+	switch cfg.Catalog.AnthropicOverloadedStatus {
+	case 0, http.StatusServiceUnavailable, apierrors.StatusOverloaded:
+	default:
+		return fmt.Errorf("invalid configuration: catalog: anthropic_overloaded_status must be 503 or 529, not %d", cfg.Catalog.AnthropicOverloadedStatus)
+	}
 	for key, rc := range cfg.Routes {
 		if _, _, err := parseRouteKey(key); err != nil {
 			return fmt.Errorf("invalid configuration: routes: %w", err)
+		}
+		if _, err := apierrors.ParseShape(string(rc.Shape)); err != nil {
+			return fmt.Errorf("invalid configuration: routes: %q: shape: %w", key, err)
 		}
 		if err := rc.LimitConfig.validate(); err != nil {
 			return fmt.Errorf("invalid configuration: routes: %q: %w", key, err)
@@ -452,14 +490,16 @@ func loadLocation(name string) (*time.Location, error) {
 
 // validate rejects negative figures and bursts without a rate.
 func (lc LimitConfig) validate() error {
-	if lc.RPM < 0 || lc.TPM < 0 || lc.RPMBurst < 0 || lc.TPMBurst < 0 || lc.MaxParallel < 0 {
+	if lc.RPM < 0 || lc.TPM < 0 || lc.RPMBurst < 0 || lc.TPMBurst < 0 || lc.MaxParallel < 0 ||
+		lc.ITPM < 0 || lc.ITPMBurst < 0 || lc.OTPM < 0 || lc.OTPMBurst < 0 {
 		return fmt.Errorf("limits must not be negative")
 	}
-	if (lc.RPMBurst > 0 && lc.RPM == 0) || (lc.TPMBurst > 0 && lc.TPM == 0) {
-		return fmt.Errorf("a burst needs its rate (rpm or tpm)")
+	if (lc.RPMBurst > 0 && lc.RPM == 0) || (lc.TPMBurst > 0 && lc.TPM == 0) ||
+		(lc.ITPMBurst > 0 && lc.ITPM == 0) || (lc.OTPMBurst > 0 && lc.OTPM == 0) {
+		return fmt.Errorf("a burst needs its rate (rpm, tpm, itpm or otpm)")
 	}
 	l := lc.limits()
-	for _, p := range []*ratelimit.Policy{l.Requests, l.Tokens} {
+	for _, p := range []*ratelimit.Policy{l.Requests, l.Tokens, l.InputTokens, l.OutputTokens} {
 		if p == nil {
 			continue
 		}
@@ -480,6 +520,14 @@ func (lc LimitConfig) limits() middleware.Limits {
 	if lc.TPM > 0 {
 		p := ratelimit.PerMinute(lc.TPM).WithBurst(lc.TPMBurst)
 		l.Tokens = &p
+	}
+	if lc.ITPM > 0 {
+		p := ratelimit.PerMinute(lc.ITPM).WithBurst(lc.ITPMBurst)
+		l.InputTokens = &p
+	}
+	if lc.OTPM > 0 {
+		p := ratelimit.PerMinute(lc.OTPM).WithBurst(lc.OTPMBurst)
+		l.OutputTokens = &p
 	}
 	l.MaxParallel = lc.MaxParallel
 	return l

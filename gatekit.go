@@ -25,6 +25,7 @@ import (
 	"github.com/gatekit/gatekit/admission"
 	"github.com/gatekit/gatekit/budget"
 	"github.com/gatekit/gatekit/durable"
+	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/idempotency"
 	"github.com/gatekit/gatekit/middleware"
 )
@@ -91,11 +92,15 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		}
 	}()
 
-	handler, err := middleware.ErrorHandlerConfig{Shape: cfg.Shape, Logger: cfg.Logger}.ToHandler()
+	shapes := newRouteShapes(cfg)
+	handler, err := middleware.ErrorHandlerConfig{Shape: cfg.Shape, ShapeFor: shapes.shapeFor, Logger: cfg.Logger,
+		AnthropicOverloadedStatus: cfg.Catalog.AnthropicOverloadedStatus}.ToHandler()
 	if err != nil {
 		return nil, err
 	}
-	requestID, err := middleware.DefaultRequestIDConfig.ToStep()
+	ridCfg := middleware.DefaultRequestIDConfig
+	ridCfg.ShapeFor = shapes.shapeFor
+	requestID, err := ridCfg.ToStep()
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +147,7 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 			InFlight:            g.inFlight,
 			OnSettle:            cfg.OnSettle,
 			Fail:                failMode(cfg.Admission.Fail),
+			ShapeFor:            shapes.shapeFor,
 			Metrics:             g.metrics,
 			Logger:              cfg.Logger,
 		}.ToStep()
@@ -262,6 +268,35 @@ func (rl routeLimits) limitFor(c echo.Context) int64 {
 		return l
 	}
 	return rl.fallback
+}
+
+// routeShapes answers the error shape of a request's route without
+// allocating.
+type routeShapes struct {
+	routes   routeTable[apierrors.Shape]
+	fallback apierrors.Shape
+}
+
+func newRouteShapes(cfg Config) routeShapes {
+	rs := routeShapes{routes: routeTable[apierrors.Shape]{}, fallback: cfg.Shape}
+	if rs.fallback == "" {
+		rs.fallback = apierrors.ShapeOpenAI
+	}
+	for key, rc := range cfg.Routes {
+		if rc.Shape != "" {
+			rs.routes.put(key, rc.Shape)
+		}
+	}
+	return rs
+}
+
+// shapeFor is the shape of c's route: its method's entry, else the
+// any-method entry, else the service's.
+func (rs routeShapes) shapeFor(c echo.Context) apierrors.Shape {
+	if s, ok := rs.routes.get(c.Request().Method, c.Path()); ok {
+		return s
+	}
+	return rs.fallback
 }
 
 // failMode reads a configuration's fail setting: "open", or closed.

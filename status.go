@@ -21,6 +21,9 @@ type KeyStatus struct {
 	Route    string       `json:"route"`
 	Requests *LimitStatus `json:"requests,omitempty"`
 	Tokens   *LimitStatus `json:"tokens,omitempty"`
+	// InputTokens and OutputTokens are split token limits (itpm, otpm).
+	InputTokens  *LimitStatus `json:"input_tokens,omitempty"`
+	OutputTokens *LimitStatus `json:"output_tokens,omitempty"`
 	// MaxParallel is how many of the key's requests may run on the route
 	// at once; 0 for no limit.
 	MaxParallel int64          `json:"max_parallel,omitempty"`
@@ -66,15 +69,18 @@ func (g *Gate) Status(ctx context.Context, p *middleware.Principal, method, rout
 		tag = p.ID
 	}
 	look := admission.Request{Tag: tag, Holder: p.ID}
-	var rates [2]admission.Rate
-	var outs [2]**LimitStatus
+	var rates [4]admission.Rate
+	var outs [4]**LimitStatus
 	for _, l := range []struct {
 		policy *ratelimit.Policy
-		tokens bool
+		meter  middleware.Meter
 		out    **LimitStatus
-	}{{lim.Requests, false, &st.Requests}, {lim.Tokens, true, &st.Tokens}} {
+	}{
+		{lim.Requests, middleware.MeterRequests, &st.Requests}, {lim.Tokens, middleware.MeterTokens, &st.Tokens},
+		{lim.InputTokens, middleware.MeterInputTokens, &st.InputTokens}, {lim.OutputTokens, middleware.MeterOutputTokens, &st.OutputTokens},
+	} {
 		if l.policy != nil {
-			rates[len(look.Rates)] = admission.Rate{Key: middleware.LimitKey(method, route, l.tokens), Policy: *l.policy}
+			rates[len(look.Rates)] = admission.Rate{Key: middleware.LimitKey(method, route, l.meter), Policy: *l.policy}
 			outs[len(look.Rates)] = l.out
 			look.Rates = rates[:len(look.Rates)+1]
 		}

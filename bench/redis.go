@@ -372,7 +372,7 @@ func setupRedisStoreGatekit(s *Suite, keys *Keys) (*Env, error) {
 	reqs := make([]admission.Request, len(keys.IDs))
 	for i, id := range keys.IDs {
 		reqs[i] = admission.Request{Tag: id, Holder: id, Rates: []admission.Rate{
-			{Key: middleware.LimitKey(http.MethodPost, Route, false), Policy: p, N: 1},
+			{Key: middleware.LimitKey(http.MethodPost, Route, middleware.MeterRequests), Policy: p, N: 1},
 		}}
 	}
 	return re.env(keys, nil, func(ctx context.Context, i int) error {

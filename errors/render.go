@@ -81,15 +81,53 @@ func SetHeaders(h http.Header, e *Error) {
 	}
 }
 
+// HeaderAnthropicRequestID is the header Anthropic's SDKs read a
+// response's request id from; responses in [ShapeAnthropic] carry it
+// beside X-Request-Id, with the same id.
+const HeaderAnthropicRequestID = "Request-Id"
+
+// StatusOverloaded is the status Anthropic's API answers an overloaded
+// model with, which its SDKs decode as OverloadedError and retry. It is
+// not an IANA status; see [Overloaded529].
+const StatusOverloaded = 529
+
+// Overloaded529 returns e answered as Anthropic answers an overloaded
+// model: for model_overloaded a copy with status 529, anything else as it
+// is. An Anthropic-shaped route may answer so (middleware's error handler
+// does, when configured); the catalog's 503 stays the status everywhere
+// else, since clients that do not know 529 treat it as an unknown 5xx.
+func Overloaded529(e *Error) *Error {
+	if e.Code != CodeModelOverloaded || e.Status == StatusOverloaded {
+		return e
+	}
+	c := *e
+	c.Status = StatusOverloaded
+	return &c
+}
+
+// setOnce sets h[key] to v unless it holds exactly v already, so that a
+// header the request id middleware set costs no second allocation.
+func setOnce(h http.Header, key, v string) {
+	if old := h[key]; len(old) == 1 && old[0] == v {
+		return
+	}
+	h.Set(key, v)
+}
+
 // Write renders e to w in shape s: headers, status and, except for HEAD
-// requests, the body. It is for servers that do not use Echo; Echo services
+// requests, the body. The request id goes in X-Request-Id and, in the
+// Anthropic shape, also in request-id. It is for servers that do not use Echo; Echo services
 // get the same through middleware.ErrorHandler.
 func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
 	h := w.Header()
 	SetHeaders(h, e)
 	h.Set("Content-Type", s.ContentType())
 	if m.RequestID != "" {
-		h.Set("X-Request-Id", m.RequestID)
+		setOnce(h, "X-Request-Id", m.RequestID)
+		if s == ShapeAnthropic {
+			// Anthropic's SDKs read the id from request-id alone.
+			setOnce(h, HeaderAnthropicRequestID, m.RequestID)
+		}
 	}
 	if m.Path == "" && r != nil && r.URL != nil {
 		m.Path = r.URL.Path

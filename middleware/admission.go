@@ -27,6 +27,16 @@ type Limits struct {
 	// estimate plus its output allowance, and gives back what it did not
 	// use.
 	Tokens *ratelimit.Policy
+	// InputTokens limits input tokens on their own (ITPM): each request
+	// reserves its prompt estimate and gives back what its reported
+	// prompt tokens did not use. A prompt estimate above the burst is
+	// refused as never fitting.
+	InputTokens *ratelimit.Policy
+	// OutputTokens limits output tokens on their own (OTPM): each request
+	// reserves its allowance, which the burst caps, and gives back what
+	// its reported completion tokens did not use. A max_tokens above the
+	// burst is refused as never fitting.
+	OutputTokens *ratelimit.Policy
 	// MaxParallel limits how many requests may run at once; 0 inherits.
 	MaxParallel int64
 }
@@ -39,6 +49,12 @@ func (l Limits) Or(fallback Limits) Limits {
 	if l.Tokens == nil {
 		l.Tokens = fallback.Tokens
 	}
+	if l.InputTokens == nil {
+		l.InputTokens = fallback.InputTokens
+	}
+	if l.OutputTokens == nil {
+		l.OutputTokens = fallback.OutputTokens
+	}
 	if l.MaxParallel == 0 {
 		l.MaxParallel = fallback.MaxParallel
 	}
@@ -46,7 +62,60 @@ func (l Limits) Or(fallback Limits) Limits {
 }
 
 // none reports whether l limits nothing.
-func (l Limits) none() bool { return l.Requests == nil && l.Tokens == nil && l.MaxParallel <= 0 }
+func (l Limits) none() bool { return l.Requests == nil && !l.countsTokens() && l.MaxParallel <= 0 }
+
+// countsTokens reports whether l limits tokens in any way.
+func (l Limits) countsTokens() bool {
+	return l.Tokens != nil || l.InputTokens != nil || l.OutputTokens != nil
+}
+
+// Meter is what a rate limit counts: the claims one request may make.
+type Meter uint8
+
+// The meters of [Limits], in the order a request's claims are made.
+const (
+	// MeterRequests counts requests (Limits.Requests).
+	MeterRequests Meter = iota
+	// MeterTokens counts prompt and output tokens together (Limits.Tokens).
+	MeterTokens
+	// MeterInputTokens counts prompt tokens (Limits.InputTokens).
+	MeterInputTokens
+	// MeterOutputTokens counts output tokens (Limits.OutputTokens).
+	MeterOutputTokens
+	meterCount
+)
+
+// String names m as metrics and messages say it: "requests", "tokens",
+// "input_tokens" or "output_tokens".
+func (m Meter) String() string {
+	switch m {
+	case MeterRequests:
+		return "requests"
+	case MeterTokens:
+		return "tokens"
+	case MeterInputTokens:
+		return "input_tokens"
+	case MeterOutputTokens:
+		return "output_tokens"
+	}
+	return "unknown"
+}
+
+// words is m as a sentence says it.
+func (m Meter) words() string {
+	switch m {
+	case MeterInputTokens:
+		return "input tokens"
+	case MeterOutputTokens:
+		return "output tokens"
+	}
+	return m.String()
+}
+
+// policies returns l's rate policies by meter, nil where unset.
+func (l Limits) policies() [meterCount]*ratelimit.Policy {
+	return [meterCount]*ratelimit.Policy{l.Requests, l.Tokens, l.InputTokens, l.OutputTokens}
+}
 
 // FailMode is what admission does when its store cannot answer.
 type FailMode int
@@ -140,21 +209,31 @@ type AdmissionConfig struct {
 	// Logger receives store failures and excess reports. Default:
 	// slog.Default().
 	Logger *slog.Logger
+	// ShapeFor, when set, returns the error layout of c's route: where it
+	// is apierrors.ShapeAnthropic, the rate-limit headers are Anthropic's
+	// anthropic-ratelimit-* ([ratelimit.SetAnthropicHeaders]) instead of
+	// x-ratelimit-* and RateLimit. It must not allocate.
+	ShapeFor func(c echo.Context) apierrors.Shape
+	// Now is the clock the reset times of Anthropic's headers are counted
+	// from. Default: time.Now.
+	Now func() time.Time
 }
 
 // AdmissionWithConfig admits each authenticated request in one step:
 // before the handler it reserves, all or nothing, one request from every
 // request limit, its prompt estimate plus its output allowance from every
-// token limit, one slot of every concurrency limit and its largest
-// possible cost from every budget. A request that does not fit is 429
+// token limit (or its prompt from an input token limit and its allowance
+// from an output token limit), one slot of every concurrency limit and
+// its largest possible cost from every budget. A request that does not fit is 429
 // rate_limit_exceeded, tokens_exceeded or concurrency_exceeded, or 402
 // budget_exceeded, and takes nothing; one that could never fit is refused
 // as not retryable. After the handler (or its panic, or the client leaving)
 // it settles once: the tokens and money not used are given back and the
 // slot freed; usage reported beyond the reservation is not charged, but
 // logged, counted and passed to OnSettle. Every limited response carries
-// x-ratelimit-* and RateLimit headers. Requests without a principal (Auth
-// did not run) pass unlimited.
+// x-ratelimit-* and RateLimit headers, or on Anthropic-shaped routes
+// anthropic-ratelimit-* headers. Requests without a principal (Auth did
+// not run) pass unlimited.
 func AdmissionWithConfig(cfg AdmissionConfig) (echo.MiddlewareFunc, error) {
 	return cfg.ToMiddleware()
 }
@@ -192,6 +271,9 @@ func (cfg AdmissionConfig) ToStep() (Step, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	a := &admitter{cfg: cfg}
 	return func(c echo.Context, next echo.HandlerFunc) error {
 		if cfg.Skipper != nil && cfg.Skipper(c) {
@@ -209,7 +291,10 @@ type admitter struct {
 
 // routeKeys are the store keys of a route's limits, the same for every
 // principal (the Request's Holder tells principals apart).
-type routeKeys struct{ requests, tokens, slot string }
+type routeKeys struct {
+	rates [meterCount]string
+	slot  string
+}
 
 // keyCache keeps the routeKeys of each route, so that a request builds no
 // key strings. Routes are Echo's patterns, a set fixed by the service.
@@ -228,10 +313,9 @@ func (kc *keyCache) get(method, route string) *routeKeys {
 	if rk != nil {
 		return rk
 	}
-	rk = &routeKeys{
-		requests: LimitKey(method, route, false),
-		tokens:   LimitKey(method, route, true),
-		slot:     method + " " + route + "\x00c",
+	rk = &routeKeys{slot: method + " " + route + "\x00c"}
+	for m := range meterCount {
+		rk.rates[m] = LimitKey(method, route, m)
 	}
 	kc.mu.Lock()
 	defer kc.mu.Unlock()
@@ -254,9 +338,10 @@ type admitted struct {
 	ctx                      context.Context
 	requestID, method, route string
 	req                      admission.Request
-	rates                    [2]admission.Rate
+	rates                    [meterCount]admission.Rate
+	meters                   [meterCount]Meter // the meter of each rate claim
 	slots                    [1]admission.Slot
-	tokenIdx                 int // index of the token claim in req.Rates, or -1
+	prompt                   int64 // the prompt estimate reserved
 	id                       admission.ID
 	allowance                int64
 	model                    string
@@ -278,7 +363,7 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 		return next(c)
 	}
 	var est Estimate
-	if lim.Tokens != nil || len(scopes) > 0 {
+	if lim.countsTokens() || len(scopes) > 0 {
 		var err error
 		if est, err = a.cfg.Estimate(c); err != nil {
 			return err
@@ -288,7 +373,7 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 	ad := &st.admit
 	req := c.Request()
 	*ad = admitted{a: a, p: p, ctx: req.Context(), requestID: GetRequestID(c), method: req.Method, route: c.Path(),
-		tokenIdx: -1, model: est.Model}
+		model: est.Model}
 	if err := a.plan(ad, lim, scopes, est); err != nil {
 		return err
 	}
@@ -315,7 +400,7 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 		}
 		return apierrors.ServiceUnavailable(time.Second).WithCause(fmt.Errorf("admission store: %w", err))
 	}
-	a.setHeaders(c, lim, &res)
+	a.setHeaders(c, ad, &res)
 	if !res.Allowed {
 		if m := a.cfg.Metrics; m != nil {
 			m.refused(ad.method, ad.route, refusalName(ad, &res))
@@ -356,7 +441,28 @@ func (d *detachedContext) String() string           { return "detached request c
 
 // metered reports whether the request's tokens are reserved, so that its
 // allowance is binding.
-func (ad *admitted) metered() bool { return ad.tokenIdx >= 0 || len(ad.req.Budgets) > 0 }
+func (ad *admitted) metered() bool { return ad.countsTokens() || len(ad.req.Budgets) > 0 }
+
+// countsTokens reports whether one of the request's rate claims counts
+// tokens.
+func (ad *admitted) countsTokens() bool {
+	for _, m := range ad.meters[:len(ad.req.Rates)] {
+		if m != MeterRequests {
+			return true
+		}
+	}
+	return false
+}
+
+// index is the index of m's claim in ad.req.Rates, or -1.
+func (ad *admitted) index(m Meter) int {
+	for i, am := range ad.meters[:len(ad.req.Rates)] {
+		if am == m {
+			return i
+		}
+	}
+	return -1
+}
 
 // plan builds the request's claims: one request, the prompt plus the
 // allowance in tokens, a slot, the cost of all of it in every budget.
@@ -376,15 +482,24 @@ func (a *admitter) plan(ad *admitted, lim Limits, scopes []budget.Scope, est Est
 	}
 	prompt = min(prompt, maxOutputTokens)
 	if lim.Tokens != nil {
-		burst := lim.Tokens.Burst
-		if burst == 0 {
-			burst = lim.Tokens.Limit
-		}
+		burst := burstOf(*lim.Tokens)
 		switch {
 		case prompt+allowance > burst && (explicit || prompt >= burst):
 			return tooLarge(p, prompt, est.MaxOutputTokens, explicit, *lim.Tokens)
 		case prompt+allowance > burst:
 			allowance = burst - prompt
+		}
+	}
+	if lim.InputTokens != nil && prompt > burstOf(*lim.InputTokens) {
+		return tooLargeFor(p, MeterInputTokens, prompt, *lim.InputTokens)
+	}
+	if lim.OutputTokens != nil {
+		burst := burstOf(*lim.OutputTokens)
+		switch {
+		case allowance > burst && explicit:
+			return tooLargeFor(p, MeterOutputTokens, allowance, *lim.OutputTokens)
+		case allowance > burst:
+			allowance = burst
 		}
 	}
 	for _, sc := range scopes {
@@ -397,17 +512,17 @@ func (a *admitter) plan(ad *admitted, lim Limits, scopes []budget.Scope, est Est
 		}
 		allowance = fits
 	}
-	ad.allowance = allowance
+	ad.allowance, ad.prompt = allowance, prompt
 	ad.req = admission.Request{Tag: tag, Holder: p.ID}
 	keys := a.keys.get(method, route)
 	n := 0
-	if lim.Requests != nil {
-		ad.rates[n] = admission.Rate{Key: keys.requests, Policy: *lim.Requests, N: 1}
-		n++
-	}
-	if lim.Tokens != nil {
-		ad.tokenIdx = n
-		ad.rates[n] = admission.Rate{Key: keys.tokens, Policy: *lim.Tokens, N: prompt + allowance, Refund: true}
+	for m, pol := range lim.policies() {
+		if pol == nil {
+			continue
+		}
+		m := Meter(m)
+		ad.meters[n] = m
+		ad.rates[n] = admission.Rate{Key: keys.rates[m], Policy: *pol, N: claimOf(m, prompt, allowance), Refund: m != MeterRequests}
 		n++
 	}
 	ad.req.Rates = ad.rates[:n]
@@ -422,17 +537,40 @@ func (a *admitter) plan(ad *admitted, lim Limits, scopes []budget.Scope, est Est
 	return nil
 }
 
+// claimOf is what a request takes from a meter's bucket.
+func claimOf(m Meter, prompt, allowance int64) int64 {
+	switch m {
+	case MeterTokens:
+		return prompt + allowance
+	case MeterInputTokens:
+		return prompt
+	case MeterOutputTokens:
+		return allowance
+	}
+	return 1
+}
+
+// burstOf is the most units pol's bucket holds.
+func burstOf(pol ratelimit.Policy) int64 {
+	if pol.Burst == 0 {
+		return pol.Limit
+	}
+	return pol.Burst
+}
+
 // shrink lowers a default allowance to what the refusal says there is
 // room for, and reports whether a smaller request is worth asking for.
 func (a *admitter) shrink(ad *admitted, res *admission.Result, est Estimate) bool {
 	if est.MaxOutputTokens > 0 || res.Never {
 		return false
 	}
-	p := max(min(est.PromptTokens, maxOutputTokens), 0)
+	p := ad.prompt
 	allowance := ad.allowance
 	switch {
-	case res.Refused == admission.KindRate && res.Index == ad.tokenIdx:
+	case res.Refused == admission.KindRate && ad.meters[res.Index] == MeterTokens:
 		allowance = min(allowance, res.Rates[res.Index].Remaining-p)
+	case res.Refused == admission.KindRate && ad.meters[res.Index] == MeterOutputTokens:
+		allowance = min(allowance, res.Rates[res.Index].Remaining)
 	case res.Refused == admission.KindBudget:
 		allowance = min(allowance, a.cfg.Prices.Price(est.Model).OutputFor(res.Balance.Remaining, p))
 	default:
@@ -442,8 +580,10 @@ func (a *admitter) shrink(ad *admitted, res *admission.Result, est Estimate) boo
 		return false
 	}
 	ad.allowance = allowance
-	if ad.tokenIdx >= 0 {
-		ad.rates[ad.tokenIdx].N = p + allowance
+	for i, m := range ad.meters[:len(ad.req.Rates)] {
+		if m != MeterRequests {
+			ad.rates[i].N = claimOf(m, p, allowance)
+		}
 	}
 	if len(ad.req.Budgets) > 0 {
 		ad.req.Cost = a.cfg.Prices.Price(est.Model).Cost(p, allowance)
@@ -479,12 +619,27 @@ func (a *admitter) settle(st *requestState) {
 	var used admission.Usage
 	s := Settlement{RequestID: ad.requestID, Principal: p, Method: ad.method, Route: ad.route,
 		Usage: u, Allowance: ad.allowance, Reserved: ad.req.Cost, Reservation: ad.id}
-	if ad.tokenIdx >= 0 {
+	if ad.countsTokens() {
 		total := u.TotalTokens()
-		s.ReservedTokens = ad.rates[ad.tokenIdx].N
-		s.ChargedTokens = min(total, s.ReservedTokens)
+		s.ReservedTokens = ad.prompt + ad.allowance
+		// Prompt tokens beyond the estimate may use output tokens the
+		// answer left unused, as one token limit counts them; split
+		// limits count each on its own.
+		s.ChargedTokens = min(u.PromptTokens, ad.prompt) + min(u.CompletionTokens, ad.allowance)
+		if ad.index(MeterTokens) >= 0 {
+			s.ChargedTokens = min(total, s.ReservedTokens)
+		}
 		s.ExcessTokens = total - s.ChargedTokens
-		used.Used[ad.tokenIdx] = s.ChargedTokens
+		for i, m := range ad.meters[:len(ad.req.Rates)] {
+			switch m {
+			case MeterTokens:
+				used.Used[i] = min(total, ad.rates[i].N)
+			case MeterInputTokens:
+				used.Used[i] = min(u.PromptTokens, ad.rates[i].N)
+			case MeterOutputTokens:
+				used.Used[i] = min(u.CompletionTokens, ad.rates[i].N)
+			}
+		}
 	}
 	if len(ad.req.Budgets) > 0 {
 		cost := a.cfg.Prices.Price(u.Model).Cost(u.PromptTokens, u.CompletionTokens)
@@ -526,21 +681,23 @@ func (a *admitter) settle(st *requestState) {
 	}
 }
 
-// setHeaders writes the rate-limit headers of the request's limits.
-func (a *admitter) setHeaders(c echo.Context, lim Limits, res *admission.Result) {
-	var reqOut, tokOut ratelimit.Outcome
-	var reqPtr, tokPtr *ratelimit.Outcome
-	i := 0
-	if lim.Requests != nil {
-		reqOut = ratelimit.Outcome{Policy: *lim.Requests, Decision: res.Rates[i]}
-		reqPtr = &reqOut
-		i++
+// setHeaders writes the rate-limit headers of the request's limits, in
+// the dialect of its route's shape.
+func (a *admitter) setHeaders(c echo.Context, ad *admitted, res *admission.Result) {
+	var outs [meterCount]ratelimit.Outcome
+	var ptrs [meterCount]*ratelimit.Outcome
+	for i, r := range ad.req.Rates {
+		m := ad.meters[i]
+		outs[m] = ratelimit.Outcome{Policy: r.Policy, Decision: res.Rates[i]}
+		ptrs[m] = &outs[m]
 	}
-	if lim.Tokens != nil {
-		tokOut = ratelimit.Outcome{Policy: *lim.Tokens, Decision: res.Rates[i]}
-		tokPtr = &tokOut
+	h := c.Response().Header()
+	if a.cfg.ShapeFor != nil && a.cfg.ShapeFor(c) == apierrors.ShapeAnthropic {
+		ratelimit.SetAnthropicHeaders(h, a.cfg.Now(), ratelimit.AnthropicOutcomes{Requests: ptrs[MeterRequests],
+			Tokens: ptrs[MeterTokens], InputTokens: ptrs[MeterInputTokens], OutputTokens: ptrs[MeterOutputTokens]})
+		return
 	}
-	ratelimit.SetHeaders(c.Response().Header(), reqPtr, tokPtr)
+	ratelimit.SetHeaders(h, ptrs[MeterRequests], ptrs[MeterTokens])
 }
 
 // refusal is the error of a refused reservation.
@@ -549,12 +706,15 @@ func (a *admitter) refusal(ad *admitted, res *admission.Result) error {
 	switch res.Refused {
 	case admission.KindRate:
 		r := ad.req.Rates[res.Index]
-		if res.Index == ad.tokenIdx {
-			if res.Never {
+		if m := ad.meters[res.Index]; m != MeterRequests {
+			switch {
+			case res.Never && m == MeterTokens:
 				return tooLarge(p, r.N-ad.allowance, ad.allowance, true, r.Policy)
+			case res.Never:
+				return tooLargeFor(p, m, r.N, r.Policy)
 			}
-			msg := fmt.Sprintf("Rate limit reached for %s on tokens: limit %d per %s, requested %d, remaining %d. Please try again in %ds.",
-				p.ID, r.Policy.Limit, windowName(r.Policy.Window), r.N, res.Rates[res.Index].Remaining, apierrors.Seconds(res.RetryAfter()))
+			msg := fmt.Sprintf("Rate limit reached for %s on %s: limit %d per %s, requested %d, remaining %d. Please try again in %ds.",
+				p.ID, m.words(), r.Policy.Limit, windowName(r.Policy.Window), r.N, res.Rates[res.Index].Remaining, apierrors.Seconds(res.RetryAfter()))
 			return apierrors.TokensExceeded(msg, res.RetryAfter())
 		}
 		msg := fmt.Sprintf("Rate limit reached for %s on requests: limit %d per %s. Please try again in %ds.",
@@ -578,10 +738,7 @@ func (a *admitter) refusal(ad *admitted, res *admission.Result) error {
 func refusalName(ad *admitted, res *admission.Result) string {
 	switch res.Refused {
 	case admission.KindRate:
-		if res.Index == ad.tokenIdx {
-			return "tokens"
-		}
-		return "requests"
+		return ad.meters[res.Index].String()
 	case admission.KindSlot:
 		return "concurrency"
 	}
@@ -603,6 +760,20 @@ func tooLarge(p *Principal, prompt, allowance int64, explicit bool, pol ratelimi
 		msg = fmt.Sprintf("Request too large for %s on tokens: limit %d per %s, at most %d at once; the prompt alone is about %d tokens. Send a smaller prompt.",
 			p.ID, pol.Limit, windowName(pol.Window), burst, prompt)
 	}
+	e := apierrors.TokensExceeded(msg, 0)
+	e.Retryable = false
+	return e
+}
+
+// tooLargeFor is the refusal of a request whose claim n on an input or
+// output token limit is above its burst: not retryable.
+func tooLargeFor(p *Principal, m Meter, n int64, pol ratelimit.Policy) *apierrors.Error {
+	what, fix := "the prompt alone is about %d tokens", "Send a smaller prompt."
+	if m == MeterOutputTokens {
+		what, fix = "max_tokens is %d", "Send a smaller max_tokens."
+	}
+	msg := fmt.Sprintf("Request too large for %s on %s: limit %d per %s, at most %d at once; "+what+". "+fix,
+		p.ID, m.words(), pol.Limit, windowName(pol.Window), burstOf(pol), n)
 	e := apierrors.TokensExceeded(msg, 0)
 	e.Retryable = false
 	return e
@@ -663,12 +834,17 @@ func windowName(w time.Duration) string {
 	return w.String()
 }
 
-// LimitKey is the store key (admission.Rate.Key) of a route's request or
-// token bucket; the principal's id is the admission.Request's Holder.
-func LimitKey(method, route string, tokens bool) string {
+// LimitKey is the store key (admission.Rate.Key) of a route's bucket for
+// meter m; the principal's id is the admission.Request's Holder.
+func LimitKey(method, route string, m Meter) string {
 	kind := "\x00r"
-	if tokens {
+	switch m {
+	case MeterTokens:
 		kind = "\x00t"
+	case MeterInputTokens:
+		kind = "\x00i"
+	case MeterOutputTokens:
+		kind = "\x00o"
 	}
 	return method + " " + route + kind
 }

@@ -20,6 +20,17 @@ import (
 type ErrorHandlerConfig struct {
 	// Shape is the envelope layout. Default: apierrors.ShapeOpenAI.
 	Shape apierrors.Shape
+	// ShapeFor, when set, returns the layout of c's route, so that one
+	// service answers OpenAI routes in OpenAI's envelope and Anthropic
+	// routes in Anthropic's, mid-stream errors included; "" takes Shape.
+	// It must not allocate: it runs on every error.
+	ShapeFor func(c echo.Context) apierrors.Shape
+	// AnthropicOverloadedStatus is the status model_overloaded answers
+	// with where the layout is apierrors.ShapeAnthropic: 503, the
+	// catalog's (default), or 529, Anthropic's own, which its SDKs decode
+	// as OverloadedError (see [apierrors.Overloaded529]). Other layouts
+	// always answer 503.
+	AnthropicOverloadedStatus int
 	// Logger receives 5xx causes and panics, with the request id and the
 	// status the client got, at most one line a second per error code
 	// (the next line counts those left out; panics are always logged).
@@ -63,6 +74,11 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		return nil, err
 	}
 	cfg.Shape = shape
+	switch cfg.AnthropicOverloadedStatus {
+	case 0, http.StatusServiceUnavailable, apierrors.StatusOverloaded:
+	default:
+		return nil, fmt.Errorf("error handler: AnthropicOverloadedStatus must be 503 or 529, not %d", cfg.AnthropicOverloadedStatus)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -79,6 +95,15 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 			e = ToAPIError(err, c)
 		}
 		e = bounded(e)
+		shape := cfg.Shape
+		if cfg.ShapeFor != nil {
+			if s := cfg.ShapeFor(c); s != "" {
+				shape = s
+			}
+		}
+		if shape == apierrors.ShapeAnthropic && cfg.AnthropicOverloadedStatus == apierrors.StatusOverloaded {
+			e = apierrors.Overloaded529(e)
+		}
 		req := c.Request()
 		res := c.Response()
 		id := GetRequestID(c)
@@ -87,7 +112,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		meta := apierrors.Meta{RequestID: id, Path: req.URL.Path}
 		if res.Committed {
 			if isEventStream(res.Header().Get(echo.HeaderContentType)) {
-				_, _ = res.Write(cfg.Shape.AppendEvent(nil, e, meta))
+				_, _ = res.Write(shape.AppendEvent(nil, e, meta))
 				_ = http.NewResponseController(res).Flush()
 			}
 			return
@@ -96,7 +121,7 @@ func (cfg ErrorHandlerConfig) ToHandler() (echo.HTTPErrorHandler, error) {
 		h := res.Header()
 		delete(h, "Content-Length")
 		delete(h, "Content-Encoding")
-		apierrors.Write(res, req, cfg.Shape, e, meta)
+		apierrors.Write(res, req, shape, e, meta)
 	}, nil
 }
 

@@ -8,6 +8,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+
+	apierrors "github.com/gatekit/gatekit/errors"
 )
 
 // HeaderRequestID is the header a request id travels in, both ways.
@@ -30,6 +32,12 @@ type RequestIDConfig struct {
 	// Generator returns a new id. Default: "req_" followed by 24 random
 	// hex digits.
 	Generator func() string
+	// ShapeFor, when set, returns the error layout of c's route; where it
+	// is apierrors.ShapeAnthropic, the id is also sent as request-id
+	// (apierrors.HeaderAnthropicRequestID), the header Anthropic's SDKs
+	// read, on every response: success, error and stream. It must not
+	// allocate.
+	ShapeFor func(c echo.Context) apierrors.Shape
 }
 
 // DefaultRequestIDConfig trusts well-formed inbound ids and generates the
@@ -72,11 +80,18 @@ func (cfg RequestIDConfig) ToStep() (Step, error) {
 			return next(c)
 		}
 		h := c.Response().Header()
+		// Both headers share one clipped slice: an Add on either copies
+		// it, so neither can change the other, and the second costs no
+		// allocation.
+		anthropic := cfg.ShapeFor != nil && cfg.ShapeFor(c) == apierrors.ShapeAnthropic
 		if cfg.TrustInbound {
 			if v := c.Request().Header[HeaderRequestID]; len(v) == 1 && ValidRequestID(v[0]) {
 				// The inbound slice is reused, clipped so that an Add on
 				// the response cannot write into the request's.
 				h[HeaderRequestID] = v[:1:1]
+				if anthropic {
+					h[apierrors.HeaderAnthropicRequestID] = v[:1:1]
+				}
 				return next(c)
 			}
 		}
@@ -94,6 +109,9 @@ func (cfg RequestIDConfig) ToStep() (Step, error) {
 			h[HeaderRequestID] = st.requestID[:1:1]
 		} else {
 			h[HeaderRequestID] = []string{cfg.Generator()}
+		}
+		if anthropic {
+			h[apierrors.HeaderAnthropicRequestID] = h[HeaderRequestID]
 		}
 		return next(c)
 	}, nil
