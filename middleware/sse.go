@@ -25,6 +25,17 @@ import (
 //	}
 //	return s.Done()
 //
+// Anthropic's streaming API names every event, and its SDKs skip events
+// without a name: send each with [Stream.SendNamed] (message_start,
+// content_block_start, content_block_delta, content_block_stop,
+// message_delta, message_stop), and end with message_stop instead of
+// Done. On a route in the anthropic shape an error after the first event
+// becomes `event: error` with that shape's body.
+//
+//	s.SendNamed("message_start", map[string]any{"type": "message_start", "message": msg})
+//	...
+//	return s.SendNamed("message_stop", map[string]string{"type": "message_stop"})
+//
 // A Stream is used by one handler goroutine; it is not safe for concurrent
 // use.
 type Stream struct {
@@ -54,6 +65,18 @@ func (s *Stream) Send(v any) error {
 		return fmt.Errorf("stream: encoding event: %w", err)
 	}
 	return s.SendData(data)
+}
+
+// SendNamed writes v, encoded as JSON, as one event named event
+// (`event: message_start`, then `data: {...}`) and flushes it, as
+// Anthropic's streaming API sends events. It fails as [Stream.Send] does,
+// and for a name holding a line break, writing nothing.
+func (s *Stream) SendNamed(event string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("stream: encoding event %q: %w", event, err)
+	}
+	return s.SendEvent(event, data)
 }
 
 // SendData writes data, which must be a single line, as one `data:` event.

@@ -1,5 +1,6 @@
 // Package app is the demo provider's API: an Echo instance with gatekit
-// mounted and OpenAI-compatible routes. It is a package of its own so that
+// mounted, OpenAI-compatible routes and Anthropic's Messages API beside
+// them. It is a package of its own so that
 // tests can serve exactly what `go run ./examples/provider` serves.
 package app
 
@@ -30,6 +31,7 @@ func New(cfg gatekit.Config) (*echo.Echo, *gatekit.Gate, error) {
 	v1.GET("/models", listModels)
 	v1.GET("/models/:model", getModel)
 	v1.POST("/chat/completions", chatCompletions)
+	v1.POST("/messages", messages)
 	v1.POST("/audio/transcriptions", transcribe)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	middleware.HeadForGet(e)
