@@ -693,7 +693,7 @@ func (a *admitter) setHeaders(c echo.Context, ad *admitted, res *admission.Resul
 	}
 	h := c.Response().Header()
 	if a.cfg.ShapeFor != nil && a.cfg.ShapeFor(c) == apierrors.ShapeAnthropic {
-		ratelimit.SetAnthropicHeaders(h, a.cfg.Now(), ratelimit.AnthropicOutcomes{Requests: ptrs[MeterRequests],
+		ratelimit.SetAnthropicHeaders(h, a.cfg.Now(), ratelimit.Outcomes{Requests: ptrs[MeterRequests],
 			Tokens: ptrs[MeterTokens], InputTokens: ptrs[MeterInputTokens], OutputTokens: ptrs[MeterOutputTokens]})
 		return
 	}

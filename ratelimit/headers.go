@@ -179,9 +179,9 @@ const (
 	HeaderAnthropicOutputTokensReset     = "Anthropic-Ratelimit-Output-Tokens-Reset"
 )
 
-// AnthropicOutcomes are the limits of one response in Anthropic's
-// dialect; a nil field is a limit that does not apply.
-type AnthropicOutcomes struct {
+// Outcomes are every limit of one response, as SetAnthropicHeaders
+// writes them; a nil field is a limit that does not apply.
+type Outcomes struct {
 	// Requests is the requests limit (RPM).
 	Requests *Outcome
 	// Tokens is a limit on input and output tokens together.
@@ -191,7 +191,7 @@ type AnthropicOutcomes struct {
 }
 
 // anthropicNames are the limit, remaining and reset headers of each
-// field of AnthropicOutcomes, in order.
+// field of Outcomes, in order.
 var anthropicNames = [4][3]string{
 	{HeaderAnthropicRequestsLimit, HeaderAnthropicRequestsRemaining, HeaderAnthropicRequestsReset},
 	{HeaderAnthropicTokensLimit, HeaderAnthropicTokensRemaining, HeaderAnthropicTokensReset},
@@ -206,7 +206,7 @@ var anthropicNames = [4][3]string{
 // seconds rounded up, so never early) at which the bucket is full again,
 // counted from now. Like SetHeaders it costs two allocations, however
 // many headers.
-func SetAnthropicHeaders(h http.Header, now time.Time, o AnthropicOutcomes) {
+func SetAnthropicHeaders(h http.Header, now time.Time, o Outcomes) {
 	outs := [4]*Outcome{o.Requests, o.Tokens, o.InputTokens, o.OutputTokens}
 	var buf [512]byte
 	var ends [12]int
