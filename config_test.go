@@ -113,3 +113,33 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestParseConfigReadsRouteShapesSplitTokenLimitsAndTheOverloadedStatus(t *testing.T) {
+	cfg, err := gatekit.ParseConfig([]byte(`
+shape: openai
+catalog: {anthropic_overloaded_status: 529}
+routes:
+  "POST /v1/messages": {shape: anthropic, itpm: 40000, itpm_burst: 50000, otpm: 8000, otpm_burst: 9000}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := cfg.Routes["POST /v1/messages"]
+	if rc.Shape != apierrors.ShapeAnthropic || cfg.Catalog.AnthropicOverloadedStatus != 529 ||
+		rc.ITPM != 40000 || rc.ITPMBurst != 50000 || rc.OTPM != 8000 || rc.OTPMBurst != 9000 {
+		t.Fatalf("%+v %+v", cfg.Catalog, rc)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown route shape", "routes:\n  /v1/x: {shape: soap}\n", "unknown error shape"},
+		{"overloaded status 500", "catalog: {anthropic_overloaded_status: 500}\n", "503 or 529"},
+		{"itpm burst alone", "routes:\n  /v1/x: {itpm_burst: 5}\n", "a burst needs its rate"},
+		{"negative otpm", "routes:\n  /v1/x: {otpm: -1}\n", "must not be negative"},
+		{"misspelt itpm", "routes:\n  /v1/x: {iptm: 5}\n", "line 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := gatekit.ParseConfig([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
