@@ -2,6 +2,7 @@ package gatekit_test
 
 import (
 	"context"
+	"encoding/json"
 	stderrors "errors"
 	"net/http"
 	"net/http/httptest"
@@ -296,5 +297,70 @@ func TestOpenAISDKStillDecodesTheOpenAIRoutesOfTheSameServer(t *testing.T) {
 	}
 	if res.Header.Get("request-id") != "" || res.Header.Get("X-Ratelimit-Limit-Requests") == "" || res.Header.Get("Anthropic-Ratelimit-Requests-Limit") != "" {
 		t.Fatalf("an OpenAI route sends Anthropic's headers, or misses its own: %v", res.Header)
+	}
+}
+
+// anthropicEnvelope is Anthropic's error body, decoded strictly.
+type anthropicEnvelope struct {
+	Type  string `json:"type"`
+	Error struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+	RequestID string `json:"request_id"`
+}
+
+func TestMessagesAnswersBadInputInAnthropicsEnvelopeNamingTheField(t *testing.T) {
+	srv, _ := newBothProtocols(t)
+	for _, tc := range []struct {
+		name, contentType, body string
+		status                  int
+		typ, says               string
+	}{
+		{"malformed JSON", "application/json", `{"model":`, 400, "invalid_request_error", "ended unexpectedly"},
+		{"empty body", "application/json", ``, 400, "invalid_request_error", "empty"},
+		{"no max_tokens", "application/json", `{"model":"gk-echo","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "Missing required parameter: 'max_tokens'."},
+		{"max_tokens zero", "application/json", `{"model":"gk-echo","max_tokens":0,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "'max_tokens'"},
+		{"system role in messages", "application/json", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"system","content":"x"}]}`, 400, "invalid_request_error", "'messages[0].role'"},
+		{"image block", "application/json", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","text":"x"}]}]}`, 400, "invalid_request_error", "'messages[0].content[0].type'"},
+		{"unknown block field", "application/json", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","txt":"x"}]}]}`, 400, "invalid_request_error", "messages[0].content[0].txt"},
+		{"content a number", "application/json", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":5}]}`, 400, "invalid_request_error", "'messages[0].content'"},
+		{"empty content list", "application/json", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":[]}]}`, 400, "invalid_request_error", "'messages[0].content'"},
+		{"system text a number", "application/json", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":"x"}],"system":[{"type":"text","text":1}]}`, 400, "invalid_request_error", "'system[0].text'"},
+		{"temperature above 1", "application/json", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":"x"}],"temperature":1.5}`, 400, "invalid_request_error", "Expected a value <= 1"},
+		{"content twice", "application/json", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":"x","content":"y"}]}`, 400, "invalid_request_error", "messages[0].content appears more than once"},
+		{"unknown model", "application/json", `{"model":"claude-9","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`, 404, "not_found_error", "'claude-9'"},
+		{"text/plain", "text/plain", `{}`, 415, "invalid_request_error", "text/plain"},
+		{"invalid UTF-8", "application/json", "{\"model\":\"gk-echo\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}", 400, "invalid_request_error", "UTF-8"},
+		{"flaky model", "application/json", `{"model":"gk-flaky","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`, 504, "timeout_error", "gk-flaky"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+messagesURL, strings.NewReader(tc.body))
+			if tc.contentType != "" {
+				req.Header.Set("Content-Type", tc.contentType)
+			}
+			req.Header.Set("X-Api-Key", "sk-demo-pro")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readAll(t, res)
+			var env anthropicEnvelope
+			dec := json.NewDecoder(strings.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&env); err != nil {
+				t.Fatalf("not Anthropic's envelope: %v: %s", err, body)
+			}
+			rid := res.Header.Get("request-id")
+			if res.StatusCode != tc.status || env.Type != "error" || env.Error.Type != tc.typ || !strings.Contains(env.Error.Message, tc.says) {
+				t.Fatalf("%d %s", res.StatusCode, body)
+			}
+			if rid == "" || rid != env.RequestID || rid != res.Header.Get("X-Request-Id") || res.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("request-id %q, body %q, X-Request-Id %q, Content-Type %q", rid, env.RequestID, res.Header.Get("X-Request-Id"), res.Header.Get("Content-Type"))
+			}
+			if want := strconv.FormatBool(tc.status >= 500); res.Header.Get("X-Should-Retry") != want {
+				t.Fatalf("x-should-retry %q", res.Header.Get("X-Should-Retry"))
+			}
+		})
 	}
 }

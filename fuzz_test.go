@@ -54,6 +54,12 @@ var demoSeeds = []struct{ method, path, body, auth, headers, ct string }{
 	{"POST", "/v1/audio/transcriptions", "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b--\r\n", "Bearer sk-demo-pro", "", "multipart/form-data"},
 	{"POST", "/v1/audio/transcriptions", "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b--\r\n", "Bearer sk-demo-pro", "", "multipart/form-data; boundary=b"},
 	{"POST", chatURL, `{"model":"gk-echo","messages":[{"role":"user","content":"hi"}]}`, "Bearer sk-demo-pro", "Content-Encoding: gzip\nX-Request-Id: " + strings.Repeat("r", 500) + "\nAccept: text/event-stream", "application/json"},
+	// Anthropic's Messages API, answered in Anthropic's envelope.
+	{"POST", "/v1/messages", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a b"}]}],"system":"s"}`, "", "X-Api-Key: sk-demo-free", "application/json"},
+	{"POST", "/v1/messages", `{"model":"gk-flaky","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"a b c"}]}`, "", "X-Api-Key: sk-demo-pro", "application/json"},
+	{"POST", "/v1/messages", `{"model":"gk-echo","max_tokens":99999,"messages":[{"role":"user","content":{"type":"text"}}]}`, "", "X-Api-Key: sk-demo-free", "application/json"},
+	{"POST", "/v1/messages", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x"},7]}]}`, "", "X-Api-Key: sk-demo-broke", "application/json"},
+	{"POST", "/v1/messages", `{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`, "", "", "application/json"},
 }
 
 // FuzzDemoStack sends arbitrary methods, paths, bodies and headers
@@ -106,15 +112,22 @@ func FuzzDemoStack(f *testing.F) {
 				return
 			}
 			var env struct {
+				Type  string `json:"type"`
 				Error struct {
 					Message string `json:"message"`
 					Code    string `json:"code"`
+					Type    string `json:"type"`
 				} `json:"error"`
 			}
 			if err := json.Unmarshal(rec.Body.Bytes(), &env); err != nil || env.Error.Message == "" {
 				t.Fatalf("%d is not an envelope: %s", rec.Code, rec.Body)
 			}
-			if _, ok := apierrors.Lookup(apierrors.Code(env.Error.Code)); !ok {
+			if rid := rec.Header().Get("request-id"); rid != "" {
+				// An Anthropic route: its envelope has a type, no code.
+				if env.Type != "error" || env.Error.Type == "" || rid != rec.Header().Get("X-Request-Id") {
+					t.Fatalf("%d is not Anthropic's envelope: %s", rec.Code, rec.Body)
+				}
+			} else if _, ok := apierrors.Lookup(apierrors.Code(env.Error.Code)); !ok {
 				t.Fatalf("code %q is not in the catalog", env.Error.Code)
 			}
 			if rec.Header().Get("x-should-retry") == "" {
