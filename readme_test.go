@@ -90,3 +90,29 @@ func TestREADMEConfigExampleLoads(t *testing.T) {
 		t.Fatalf("example lost its sections: %+v", cfg)
 	}
 }
+
+// TestREADMETwoProtocolsExampleLoads parses the YAML example of README.md's
+// two-protocol section with the strict loader.
+func TestREADMETwoProtocolsExampleLoads(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "## Two protocols")
+	if !ok {
+		t.Fatal("README.md has no two-protocol section")
+	}
+	_, block, ok := strings.Cut(section, "```yaml\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("the two-protocol section has no yaml block")
+	}
+	cfg, err := gatekit.ParseConfig([]byte(block))
+	if err != nil {
+		t.Fatalf("README's two-protocol example does not load: %v", err)
+	}
+	rc := cfg.Routes["POST /v1/messages"]
+	if rc.Shape != apierrors.ShapeAnthropic || rc.ITPM == 0 || rc.OTPM == 0 || cfg.Catalog.AnthropicOverloadedStatus != 529 {
+		t.Fatalf("example lost its settings: %+v %+v", cfg.Catalog, rc)
+	}
+}
