@@ -63,6 +63,7 @@ func Run(t *testing.T, newStore NewStore) {
 	t.Run("RateTakesUntilEmptyThenWaitsExactly", func(t *testing.T) { testRate(t, newStore) })
 	t.Run("AllOrNothing", func(t *testing.T) { testAllOrNothing(t, newStore) })
 	t.Run("RefundGivesBackUnused", func(t *testing.T) { testRefund(t, newStore) })
+	t.Run("EachRefundClaimSettlesOnItsOwn", func(t *testing.T) { testSplitRefund(t, newStore) })
 	t.Run("OverrunIsClampedToTheReservation", func(t *testing.T) { testOverrun(t, newStore) })
 	t.Run("SlotsHoldUntilSettleOrExpiry", func(t *testing.T) { testSlots(t, newStore) })
 	t.Run("BudgetHoldsExpire", func(t *testing.T) { testBudgetExpiry(t, newStore) })
@@ -252,6 +253,42 @@ func testRefund(t *testing.T, n NewStore) {
 	settle(t, s, r, res.ID, admission.Usage{})
 	if got := reserve(t, s, probe); got.Rates[1].Remaining != 60_000 {
 		t.Fatalf("after a refund into a refilled bucket: %d remaining, want 60000", got.Rates[1].Remaining)
+	}
+}
+
+// testSplitRefund is a request on input and output token limits beside
+// a combined one and a requests limit: each Refund claim gets back what
+// its own Used did not take, all or nothing at reserve.
+func testSplitRefund(t *testing.T, n NewStore) {
+	c := newClock()
+	s := c.store(t, n)
+	rates := func(rpm, tpm, in, out int64) []admission.Rate {
+		return []admission.Rate{
+			{Key: "rpm", Policy: ratelimit.PerMinute(60), N: rpm},
+			{Key: "tpm", Policy: ratelimit.PerMinute(60_000), N: tpm, Refund: true},
+			{Key: "itpm", Policy: ratelimit.PerMinute(40_000), N: in, Refund: true},
+			{Key: "otpm", Policy: ratelimit.PerMinute(8_000), N: out, Refund: true},
+		}
+	}
+	r := &admission.Request{Tag: "a", Holder: "k", Rates: rates(1, 3000, 2000, 1000)}
+	res := reserve(t, s, r)
+	if !res.Allowed || res.Rates[1].Remaining != 57_000 || res.Rates[2].Remaining != 38_000 || res.Rates[3].Remaining != 7_000 {
+		t.Fatalf("reserve: %+v", res.Rates[:4])
+	}
+	// 500 prompt and 100 completion tokens used.
+	settle(t, s, r, res.ID, admission.Usage{Used: [admission.MaxRates]int64{0, 600, 500, 100}})
+	probe := &admission.Request{Tag: "a", Holder: "k", Rates: rates(0, 0, 0, 0)}
+	got := reserve(t, s, probe)
+	if got.Rates[0].Remaining != 59 || got.Rates[1].Remaining != 59_400 || got.Rates[2].Remaining != 39_500 || got.Rates[3].Remaining != 7_900 {
+		t.Fatalf("after settle: %+v, want 59, 59400, 39500 and 7900 remaining", got.Rates[:4])
+	}
+	// The output claim alone does not fit: nothing is taken from the others.
+	big := &admission.Request{Tag: "a", Holder: "k", Rates: rates(1, 8000, 100, 7950)}
+	if res := reserve(t, s, big); res.Allowed || res.Refused != admission.KindRate || res.Index != 3 || res.Never {
+		t.Fatalf("an output claim above what is left: %+v", res)
+	}
+	if got := reserve(t, s, probe); got.Rates[0].Remaining != 59 || got.Rates[1].Remaining != 59_400 || got.Rates[2].Remaining != 39_500 {
+		t.Fatalf("a refusal took something: %+v", got.Rates[:4])
 	}
 }
 
