@@ -692,12 +692,13 @@ func (a *admitter) setHeaders(c echo.Context, ad *admitted, res *admission.Resul
 		ptrs[m] = &outs[m]
 	}
 	h := c.Response().Header()
+	o := ratelimit.Outcomes{Requests: ptrs[MeterRequests], Tokens: ptrs[MeterTokens],
+		InputTokens: ptrs[MeterInputTokens], OutputTokens: ptrs[MeterOutputTokens]}
 	if a.cfg.ShapeFor != nil && a.cfg.ShapeFor(c) == apierrors.ShapeAnthropic {
-		ratelimit.SetAnthropicHeaders(h, a.cfg.Now(), ratelimit.Outcomes{Requests: ptrs[MeterRequests],
-			Tokens: ptrs[MeterTokens], InputTokens: ptrs[MeterInputTokens], OutputTokens: ptrs[MeterOutputTokens]})
+		ratelimit.SetAnthropicHeaders(h, a.cfg.Now(), o)
 		return
 	}
-	ratelimit.SetHeaders(h, ptrs[MeterRequests], ptrs[MeterTokens])
+	ratelimit.SetHeadersOf(h, o)
 }
 
 // refusal is the error of a refused reservation.

@@ -66,3 +66,31 @@ func TestSetAnthropicHeadersAllocatesTwice(t *testing.T) {
 		t.Fatalf("%v allocations, want 2", got)
 	}
 }
+
+// On OpenAI's dialect split token limits are RateLimit items only.
+func TestSetHeadersOfNamesSplitTokenLimitsInTheIETFHeaders(t *testing.T) {
+	h := http.Header{}
+	req := &ratelimit.Outcome{Policy: ratelimit.PerMinute(60), Decision: ratelimit.Decision{Remaining: 59, ResetAfter: time.Second}}
+	in := &ratelimit.Outcome{Policy: ratelimit.PerMinute(40000), Decision: ratelimit.Decision{Remaining: 39000, ResetAfter: 1500 * time.Millisecond}}
+	out := &ratelimit.Outcome{Policy: ratelimit.PerMinute(8000), Decision: ratelimit.Decision{Remaining: 7000, ResetAfter: 7500 * time.Millisecond}}
+	ratelimit.SetHeadersOf(h, ratelimit.Outcomes{Requests: req, InputTokens: in, OutputTokens: out})
+	want := map[string]string{
+		"X-Ratelimit-Limit-Requests":     "60",
+		"X-Ratelimit-Remaining-Requests": "59",
+		"X-Ratelimit-Reset-Requests":     "1s",
+		"Ratelimit-Policy":               `"requests";q=60;w=60, "input_tokens";q=40000;w=60, "output_tokens";q=8000;w=60`,
+		"Ratelimit":                      `"requests";r=59;t=1, "input_tokens";r=39000;t=2, "output_tokens";r=7000;t=8`,
+	}
+	if len(h) != len(want) {
+		t.Errorf("got %d headers, want %d: %v", len(h), len(want), h)
+	}
+	for k, v := range want {
+		if got := h.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	all := ratelimit.Outcomes{Requests: req, Tokens: req, InputTokens: in, OutputTokens: out}
+	if got := testing.AllocsPerRun(100, func() { ratelimit.SetHeadersOf(h, all) }); got != 2 {
+		t.Fatalf("%v allocations, want 2", got)
+	}
+}

@@ -36,27 +36,36 @@ type Outcome struct {
 // written into one string and their slices cut from one array: two
 // allocations, however many headers.
 func SetHeaders(h http.Header, requests, tokens *Outcome) {
-	if requests == nil && tokens == nil {
+	SetHeadersOf(h, Outcomes{Requests: requests, Tokens: tokens})
+}
+
+// SetHeadersOf is [SetHeaders] for every limit of o. OpenAI's
+// x-ratelimit-* dialect has no names for split token limits: input and
+// output token limits appear as the "input_tokens" and "output_tokens"
+// items of RateLimit-Policy and RateLimit only. Two allocations.
+func SetHeadersOf(h http.Header, o Outcomes) {
+	outs := [4]*Outcome{o.Requests, o.Tokens, o.InputTokens, o.OutputTokens}
+	if outs == [4]*Outcome{} {
 		return
 	}
-	var buf [256]byte
+	var buf [512]byte
 	var ends [8]int
 	b, n := buf[:0], 0
-	for _, o := range [2]*Outcome{requests, tokens} {
-		if o == nil {
+	for _, out := range outs[:2] {
+		if out == nil {
 			continue
 		}
-		b = strconv.AppendInt(b, o.Policy.Limit, 10)
+		b = strconv.AppendInt(b, out.Policy.Limit, 10)
 		ends[n] = len(b)
-		b = strconv.AppendInt(b, o.Decision.Remaining, 10)
+		b = strconv.AppendInt(b, out.Decision.Remaining, 10)
 		ends[n+1] = len(b)
-		b = appendDuration(b, o.Decision.ResetAfter)
+		b = appendDuration(b, out.Decision.ResetAfter)
 		ends[n+2] = len(b)
 		n += 3
 	}
-	b = appendItems(b, requests, tokens, true)
+	b = appendItems(b, &outs, true)
 	ends[n] = len(b)
-	b = appendItems(b, requests, tokens, false)
+	b = appendItems(b, &outs, false)
 	ends[n+1] = len(b)
 	n += 2
 	text := string(b)
@@ -69,12 +78,12 @@ func SetHeaders(h http.Header, requests, tokens *Outcome) {
 	put := func(k string) {
 		h[k], vals = vals[:1:1], vals[1:]
 	}
-	if requests != nil {
+	if o.Requests != nil {
 		put(HeaderLimitRequests)
 		put(HeaderRemainingRequests)
 		put(HeaderResetRequests)
 	}
-	if tokens != nil {
+	if o.Tokens != nil {
 		put(HeaderLimitTokens)
 		put(HeaderRemainingTokens)
 		put(HeaderResetTokens)
@@ -123,15 +132,17 @@ func appendDuration(b []byte, d time.Duration) []byte {
 
 // appendItems appends the RateLimit-Policy value (policy true) or the
 // RateLimit value: one item per outcome.
-func appendItems(b []byte, requests, tokens *Outcome, policy bool) []byte {
-	if requests != nil {
-		b = appendItem(b, itemNames[0], requests, policy)
-	}
-	if tokens != nil {
-		if requests != nil {
+func appendItems(b []byte, outs *[4]*Outcome, policy bool) []byte {
+	first := true
+	for i, o := range outs {
+		if o == nil {
+			continue
+		}
+		if !first {
 			b = append(b, ", "...)
 		}
-		b = appendItem(b, itemNames[1], tokens, policy)
+		first = false
+		b = appendItem(b, itemNames[i], o, policy)
 	}
 	return b
 }
@@ -158,9 +169,9 @@ func ceilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-// itemNames are the names of the requests and tokens items of RateLimit and
-// RateLimit-Policy.
-var itemNames = [2]string{`"requests"`, `"tokens"`}
+// itemNames are the names of the items of RateLimit and RateLimit-Policy,
+// in the order of Outcomes' fields.
+var itemNames = [4]string{`"requests"`, `"tokens"`, `"input_tokens"`, `"output_tokens"`}
 
 // The header names SetAnthropicHeaders writes, in canonical form:
 // Anthropic's anthropic-ratelimit-* dialect.
@@ -179,8 +190,9 @@ const (
 	HeaderAnthropicOutputTokensReset     = "Anthropic-Ratelimit-Output-Tokens-Reset"
 )
 
-// Outcomes are every limit of one response, as SetAnthropicHeaders
-// writes them; a nil field is a limit that does not apply.
+// Outcomes are every limit of one response, as SetHeadersOf and
+// SetAnthropicHeaders write them; a nil field is a limit that does not
+// apply.
 type Outcomes struct {
 	// Requests is the requests limit (RPM).
 	Requests *Outcome
