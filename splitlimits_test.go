@@ -158,3 +158,25 @@ func TestSplitTokenLimitsCapTheDefaultAllowanceByTheOutputBucket(t *testing.T) {
 		}
 	}
 }
+
+// GET /v1/key?route=messages shows the split limits as they stand.
+func TestKeyStatusReportsSplitTokenLimits(t *testing.T) {
+	url, _ := splitProvider(t, newFakeClock(), gatekit.LimitConfig{RPM: 10, ITPM: 1000, OTPM: 100})
+	readAll(t, postMessage(t, url, "sk-demo-free", "one two three", 40))
+	req, _ := http.NewRequest(http.MethodGet, url+"/v1/key?route=messages", nil)
+	res, err := withKey("sk-demo-free").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st gatekit.KeyStatus
+	if err := json.Unmarshal([]byte(readAll(t, res)), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Route != "POST /v1/messages" || st.Requests.Remaining != 9 || st.Tokens != nil ||
+		st.InputTokens == nil || st.InputTokens.Remaining != 997 || st.OutputTokens == nil || st.OutputTokens.Remaining != 97 {
+		t.Fatalf("%+v %+v %+v", st, st.InputTokens, st.OutputTokens)
+	}
+	req, _ = http.NewRequest(http.MethodGet, url+"/v1/key?route=nope", nil)
+	res, _ = withKey("sk-demo-free").Do(req)
+	checkEnvelope(t, res, apierrors.CodeInvalidArgument)
+}

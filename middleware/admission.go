@@ -152,7 +152,9 @@ type Settlement struct {
 	Usage Usage
 	// Allowance is the output tokens the reservation covered.
 	Allowance int64
-	// Reserved is the tokens and cost reserved before the handler ran.
+	// Reserved is the tokens (the prompt estimate plus the allowance,
+	// whether one token limit or split input and output limits took
+	// them) and cost reserved before the handler ran.
 	ReservedTokens int64
 	Reserved       budget.Micros
 	// Charged is what was recorded: Usage, but never more than the

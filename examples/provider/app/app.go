@@ -38,15 +38,32 @@ func New(cfg gatekit.Config) (*echo.Echo, *gatekit.Gate, error) {
 	return e, gate, nil
 }
 
-// keyStatus answers the caller's limits on chat completions and its
-// budgets: what it may still do, and when that resets.
+// statusRoute is the route GET /v1/key reports limits on, by the value of
+// its route parameter.
+func statusRoute(name string) (string, bool) {
+	switch name {
+	case "", "chat":
+		return "/v1/chat/completions", true
+	case "messages":
+		return "/v1/messages", true
+	}
+	return "", false
+}
+
+// keyStatus answers the caller's limits on chat completions (or, with
+// ?route=messages, on the Messages API) and its budgets: what it may
+// still do, and when that resets.
 func keyStatus(gate *gatekit.Gate) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		p := middleware.GetPrincipal(c)
 		if p == nil {
 			return apierrors.MissingAPIKey()
 		}
-		st, err := gate.Status(c.Request().Context(), p, http.MethodPost, "/v1/chat/completions")
+		route, ok := statusRoute(c.QueryParam("route"))
+		if !ok {
+			return apierrors.InvalidArgument("route", "Invalid value for 'route': supported values are 'chat' and 'messages'.")
+		}
+		st, err := gate.Status(c.Request().Context(), p, http.MethodPost, route)
 		if err != nil {
 			return apierrors.ServiceUnavailable(0).WithCause(err)
 		}
