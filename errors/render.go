@@ -69,15 +69,41 @@ type Meta struct {
 // SetHeaders sets the headers every error response carries: x-should-retry
 // from the catalog and, for a retryable error, Retry-After (whole seconds,
 // rounded up) and Retry-After-Ms.
-func SetHeaders(h http.Header, e *Error) {
+func SetHeaders(h http.Header, e *Error) { setHeaders(h, e, "", "", false) }
+
+// setHeaders sets SetHeaders' headers and, when given, Content-Type and
+// X-Request-Id (and, with anthropic, request-id: the same slice), with
+// their value slices cut from one array and the Retry-After values from
+// one string: two allocations at most.
+func setHeaders(h http.Header, e *Error, contentType, requestID string, anthropic bool) {
+	vals := make([]string, 0, 5)
+	put := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if e.Retryable {
-		h.Set("X-Should-Retry", "true")
+		put("X-Should-Retry", "true")
 	} else {
-		h.Set("X-Should-Retry", "false")
+		put("X-Should-Retry", "false")
 	}
 	if d := e.RetryHint(); d > 0 {
-		h.Set("Retry-After", strconv.FormatInt(Seconds(d), 10))
-		h.Set("Retry-After-Ms", strconv.FormatInt(Milliseconds(d), 10))
+		var buf [40]byte
+		b := strconv.AppendInt(buf[:0], Seconds(d), 10)
+		n := len(b)
+		text := string(strconv.AppendInt(b, Milliseconds(d), 10))
+		put("Retry-After", text[:n])
+		put("Retry-After-Ms", text[n:])
+	}
+	if contentType != "" {
+		put("Content-Type", contentType)
+	}
+	if requestID != "" {
+		put("X-Request-Id", requestID)
+		if anthropic {
+			// Anthropic's SDKs read the id from request-id alone. The
+			// slice is clipped: an Add to either header copies it.
+			h[HeaderAnthropicRequestID] = h["X-Request-Id"]
+		}
 	}
 }
 
@@ -105,30 +131,12 @@ func Overloaded529(e *Error) *Error {
 	return &c
 }
 
-// setOnce sets h[key] to v unless it holds exactly v already, so that a
-// header the request id middleware set costs no second allocation.
-func setOnce(h http.Header, key, v string) {
-	if old := h[key]; len(old) == 1 && old[0] == v {
-		return
-	}
-	h.Set(key, v)
-}
-
 // Write renders e to w in shape s: headers, status and, except for HEAD
 // requests, the body. The request id goes in X-Request-Id and, in the
-// Anthropic shape, also in request-id. It is for servers that do not use Echo; Echo services
-// get the same through middleware.ErrorHandler.
+// Anthropic shape, also in request-id. It is for servers that do not use
+// Echo; Echo services get the same through middleware.ErrorHandler.
 func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
-	h := w.Header()
-	SetHeaders(h, e)
-	h.Set("Content-Type", s.ContentType())
-	if m.RequestID != "" {
-		setOnce(h, "X-Request-Id", m.RequestID)
-		if s == ShapeAnthropic {
-			// Anthropic's SDKs read the id from request-id alone.
-			setOnce(h, HeaderAnthropicRequestID, m.RequestID)
-		}
-	}
+	setHeaders(w.Header(), e, s.ContentType(), m.RequestID, s == ShapeAnthropic)
 	if m.Path == "" && r != nil && r.URL != nil {
 		m.Path = r.URL.Path
 	}
