@@ -239,11 +239,10 @@ func (cfg AuthConfig) ToStep() (Step, error) {
 			return failed(c, authMissingKey, apierrors.MissingAPIKey())
 		}
 		p, ok, err := cfg.Keys.Lookup(c.Request().Context(), key)
-		var refused *apierrors.Error
-		if err != nil && errors.As(err, &refused) && refused.Status >= 400 && refused.Status < 500 {
-			return failed(c, authRefusedKey, refused)
-		}
 		if err != nil {
+			if refused := refusal(err); refused != nil {
+				return failed(c, authRefusedKey, refused)
+			}
 			cfg.Metrics.authFailed(authStoreError)
 			return apierrors.ServiceUnavailable(0).WithCause(fmt.Errorf("auth: key store: %w", err))
 		}
@@ -253,6 +252,16 @@ func (cfg AuthConfig) ToStep() (Step, error) {
 		state(c).principal = p
 		return next(c)
 	}, nil
+}
+
+// refusal is the 4xx *apierrors.Error in a KeyStore's err, or nil when err
+// is a failure of the store.
+func refusal(err error) *apierrors.Error {
+	var e *apierrors.Error
+	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 {
+		return e
+	}
+	return nil
 }
 
 // apiKey finds the key in the first configured header that holds one.
