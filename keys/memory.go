@@ -216,4 +216,3 @@ func cloneAccount(a Account) Account {
 	}
 	return a
 }
-
