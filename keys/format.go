@@ -40,8 +40,16 @@ func DigestOf(key string) Digest { return sha256.Sum256([]byte(key)) }
 // String writes d in hex, as `sha256sum` prints it.
 func (d Digest) String() string { return fmt.Sprintf("%x", d[:]) }
 
-// validPrefix reports whether p may name a provider in keys: 1 to 16
-// lowercase letters or digits.
+// CheckPrefix returns an error unless p may name a provider in keys: 1 to
+// 16 lowercase letters or digits.
+func CheckPrefix(p string) error {
+	if !validPrefix(p) {
+		return fmt.Errorf("keys: prefix %q: want 1 to 16 lowercase letters or digits", p)
+	}
+	return nil
+}
+
+// validPrefix reports whether p may name a provider in keys.
 func validPrefix(p string) bool {
 	if p == "" || len(p) > 16 {
 		return false

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -92,7 +93,9 @@ func (b Budget) MarshalJSON() ([]byte, error) {
 // monthly.
 func (b *Budget) UnmarshalJSON(data []byte) error {
 	var j budgetJSON
-	if err := json.Unmarshal(data, &j); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
 		return err
 	}
 	m, err := budget.ParseMicros(j.Limit)
