@@ -48,6 +48,9 @@ type Config struct {
 	// Thresholds are the percentages of a budget's limit that fire an
 	// alert, each once per scope and period. Default: DefaultThresholds().
 	Thresholds []int
+	// ThresholdsFor, when set, gives a budget's own thresholds; an empty
+	// answer takes Thresholds.
+	ThresholdsFor func(s budget.Scope) []int
 	// OnAlert, when set, is called with every alert as it fires; it must
 	// not block.
 	OnAlert func(ctx context.Context, a Alert)
@@ -166,7 +169,16 @@ func (n *Notifier) Check(ctx context.Context, scopes []budget.Scope) ([]Alert, e
 		if err != nil {
 			return fired, fmt.Errorf("alerts: reading %s: %w", s, err)
 		}
-		for _, t := range n.cfg.Thresholds {
+		thresholds := n.cfg.Thresholds
+		if n.cfg.ThresholdsFor != nil {
+			if own := n.cfg.ThresholdsFor(s); len(own) > 0 {
+				thresholds = own
+			}
+		}
+		for _, t := range thresholds {
+			if t <= 0 {
+				continue
+			}
 			// spent/limit >= t/100, in integers.
 			if int64(b.Spent)*100 < int64(b.Limit)*int64(t) {
 				continue

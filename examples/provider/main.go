@@ -42,6 +42,9 @@ import (
 	"github.com/gatekit/gatekit"
 	"github.com/gatekit/gatekit/admin"
 	admredis "github.com/gatekit/gatekit/admission/redisstore"
+	"github.com/gatekit/gatekit/alerts"
+	alertsredis "github.com/gatekit/gatekit/alerts/redisstore"
+	"github.com/gatekit/gatekit/budget"
 	"github.com/gatekit/gatekit/examples/provider/app"
 	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
 	"github.com/gatekit/gatekit/keys"
@@ -72,6 +75,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	redisURL := flags.String("redis", getenv("GATEKIT_REDIS_URL"), "Redis URL (redis://host:port/db) to keep every store in; default (and env GATEKIT_REDIS_URL unset): in memory")
 	dataDir := flags.String("data", "", "directory to keep budgets and idempotent responses in across restarts (single instance; default: memory only)")
 	adminToken := flags.String("admin-token", getenv("GATEKIT_ADMIN_TOKEN"), "token of the admin API under /admin/v1/ (at least 16 characters; env GATEKIT_ADMIN_TOKEN); unset, keys come from the configuration only and there is no admin API")
+	alertURL := flags.String("alert-webhook", getenv("GATEKIT_ALERT_WEBHOOK"), "URL to POST budget alerts to (50, 80 and 100% of a budget), signed with -alert-secret; env GATEKIT_ALERT_WEBHOOK")
+	alertSecret := flags.String("alert-secret", getenv("GATEKIT_ALERT_SECRET"), "HMAC-SHA256 key of the alert webhook's signature; env GATEKIT_ALERT_SECRET")
 	grace := flags.Duration("grace", 10*time.Second, "how long a shutdown waits for requests in flight before it settles them and closes their connections")
 	if err := flags.Parse(args); err != nil {
 		return err
@@ -135,6 +140,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			cfg.RuntimeKeys.Store = keys.NewMemory()
 		}
 	}
+	var gate *gatekit.Gate
+	if *alertURL != "" {
+		notifier, stopAlerts, err := startAlerts(cfg, client, *alertURL, *alertSecret, registry, logger, func() *gatekit.Gate { return gate })
+		if err != nil {
+			return err
+		}
+		defer stopAlerts()
+		cfg.OnSettle = notifier.Observe
+	}
 	e, gate, err := app.New(cfg)
 	if err != nil {
 		return err
@@ -191,4 +205,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	return nil
+}
+
+// startAlerts starts the budget alerts' notifier, its ledger on Redis, in
+// the data directory or in memory, reading balances from the gate that
+// gate returns once mounted. stop stops it and closes its ledger.
+func startAlerts(cfg gatekit.Config, client *redis.Client, url, secret string, reg prometheus.Registerer, logger *slog.Logger, gate func() *gatekit.Gate) (n *alerts.Notifier, stop func(), err error) {
+	var ledger alerts.Ledger
+	closeLedger := func() {}
+	switch {
+	case client != nil:
+		s, err := alertsredis.New(client, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		ledger = s
+	case cfg.Data.Dir != "":
+		d, err := alerts.OpenDurable(cfg.Data.Dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		ledger, closeLedger = d, func() { d.Close() }
+	}
+	n, err = alerts.New(alerts.Config{
+		Balance: func(ctx context.Context, s budget.Scope) (budget.Balance, error) {
+			return gate().Store().Balance(ctx, s)
+		},
+		Ledger: ledger, WebhookURL: url, Secret: secret, Metrics: reg, Logger: logger,
+	})
+	if err != nil {
+		closeLedger()
+		return nil, nil, fmt.Errorf("-alert-webhook: %w", err)
+	}
+	return n, func() { n.Close(); closeLedger() }, nil
 }
