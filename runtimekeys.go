@@ -14,7 +14,8 @@ import (
 type RuntimeKeysConfig struct {
 	// Store, when set, keeps API keys created, rotated and revoked at
 	// runtime (keys.NewMemory, keys.OpenDurable, keys/redisstore): Mount
-	// loads Config.Keys into it read-only, seeds it with the accounts of
+	// loads Config.Keys into it read-only (revoking the file's keys of an
+	// earlier start that the file no longer lists), seeds it with the accounts of
 	// Budgets.Accounts that it does not hold yet, and authenticates
 	// against it through a keys.Registry, which Gate.Registry returns for
 	// an admin API. Ignored when Config.KeyStore is set.
@@ -71,6 +72,14 @@ func newRegistry(ctx context.Context, cfg Config) (*keys.Registry, error) {
 			reg.Close()
 			return nil, fmt.Errorf("gatekit: %w", err)
 		}
+	}
+	ids := make([]string, len(cfg.Keys))
+	for i, k := range cfg.Keys {
+		ids[i] = k.ID
+	}
+	if err := reg.RetireLoaded(ctx, ids); err != nil {
+		reg.Close()
+		return nil, fmt.Errorf("gatekit: %w", err)
 	}
 	for name, ab := range cfg.Budgets.Accounts {
 		period, _ := ab.period()

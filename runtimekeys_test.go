@@ -69,6 +69,25 @@ func TestFileKeysInTheRuntimeStoreResolveAsFromTheFile(t *testing.T) {
 	if v2, _ := cfg.RuntimeKeys.Store.Version(ctx); v2 != v {
 		t.Fatalf("reloading the same file wrote %d changes", v2-v)
 	}
+	// A start without key c revokes it.
+	cfg.Keys = cfg.Keys[:2]
+	reg3, err := newRegistry(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg3.Close()
+	if _, ok, _ := reg3.Lookup(ctx, "sk-c"); ok {
+		t.Fatal("a key taken out of the file still authenticates")
+	}
+	if k, err := reg3.Get(ctx, "c"); err != nil || k.State != keys.Revoked {
+		t.Fatalf("key c after a start without it: %+v %v", k, err)
+	}
+	if _, ok, _ := reg.Lookup(ctx, "sk-c"); ok {
+		t.Fatal("a key taken out of the file still authenticates on an instance that loaded it")
+	}
+	if _, ok, _ := reg3.Lookup(ctx, "sk-a"); !ok {
+		t.Fatal("a key still in the file is refused")
+	}
 	if _, _, err := reg.Create(ctx, keys.Spec{Account: "x", Tier: "gold"}); err == nil {
 		t.Fatal("a key of an undefined tier was created")
 	}

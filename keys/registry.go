@@ -763,6 +763,38 @@ func (r *Registry) Load(ctx context.Context, k Key, d Digest) error {
 	return fmt.Errorf("keys: loading %q: %w", k.ID, ErrConflict)
 }
 
+// RetireLoaded revokes every key loaded from a configuration file whose
+// id is not in keep: a key taken out of the file stops authenticating
+// once the service starts without it, on every instance sharing the
+// store.
+func (r *Registry) RetireLoaded(ctx context.Context, keep []string) error {
+	after := ""
+	for {
+		recs, err := r.store.List(ctx, after, 500)
+		if err != nil {
+			return fmt.Errorf("keys: listing: %w", err)
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		for _, rec := range recs {
+			if !rec.ReadOnly || rec.State != Active || slices.Contains(keep, rec.ID) {
+				continue
+			}
+			prev := rec.Rev
+			rec.State = Revoked
+			ch, err := r.store.Put(ctx, rec, prev)
+			if err != nil && !errors.Is(err, ErrConflict) {
+				return fmt.Errorf("keys: retiring %q: %w", rec.ID, err)
+			}
+			if err == nil {
+				r.applied(ch)
+			}
+		}
+		after = recs[len(recs)-1].ID
+	}
+}
+
 // sameLoaded reports whether old already holds configuration key k.
 func sameLoaded(old Record, k Key, d Digest) bool {
 	k.Rev = old.Rev
