@@ -91,12 +91,12 @@ func WellFormed(prefix, key string) bool {
 		return false
 	}
 	for i := 1; i < len(rest); i++ {
-		if strings.IndexByte(base62, rest[i]) < 0 {
+		if c := rest[i]; !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
 			return false
 		}
 	}
 	n := len(key) - checksumChars
-	sum := crc32.ChecksumIEEE([]byte(key[:n]))
+	sum := crcIEEE(key[:n])
 	for i := len(key) - 1; i >= n; i-- {
 		if key[i] != base62[sum%62] {
 			return false
@@ -117,6 +117,16 @@ func Hint(key string) string {
 		return "..." + key[len(key)-4:]
 	}
 	return key[:i+1] + "..." + key[len(key)-4:]
+}
+
+// crcIEEE is crc32.ChecksumIEEE of s, reading the string in place (the
+// library's function takes a []byte, which would put the key on the heap).
+func crcIEEE(s string) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = crc32.IEEETable[byte(crc)^s[i]] ^ (crc >> 8)
+	}
+	return ^crc
 }
 
 // checksum is the CRC-32 of head in checksumChars base62 characters.

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"hash/crc32"
 	"strings"
 	"testing"
 )
@@ -55,5 +56,13 @@ func TestHintShowsPrefixAndLastFour(t *testing.T) {
 	k, _ := Generate(DefaultPrefix, nil)
 	if h := Hint(k); h != "sk-gk-..."+k[len(k)-4:] {
 		t.Fatalf("hint %q", h)
+	}
+}
+
+func TestCRCMatchesTheLibrary(t *testing.T) {
+	for _, s := range []string{"", "a", "sk-gk-0123456789", strings.Repeat("xyz", 40)} {
+		if got, want := crcIEEE(s), crc32.ChecksumIEEE([]byte(s)); got != want {
+			t.Errorf("%q: %x, want %x", s, got, want)
+		}
 	}
 }
