@@ -69,15 +69,35 @@ type Meta struct {
 // SetHeaders sets the headers every error response carries: x-should-retry
 // from the catalog and, for a retryable error, Retry-After (whole seconds,
 // rounded up) and Retry-After-Ms.
-func SetHeaders(h http.Header, e *Error) {
+func SetHeaders(h http.Header, e *Error) { setHeaders(h, e, "", "") }
+
+// setHeaders sets SetHeaders' headers and, when given, Content-Type and
+// X-Request-Id, with their value slices cut from one array and the
+// Retry-After values from one string: two allocations at most.
+func setHeaders(h http.Header, e *Error, contentType, requestID string) {
+	vals := make([]string, 0, 5)
+	put := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if e.Retryable {
-		h.Set("X-Should-Retry", "true")
+		put("X-Should-Retry", "true")
 	} else {
-		h.Set("X-Should-Retry", "false")
+		put("X-Should-Retry", "false")
 	}
 	if d := e.RetryHint(); d > 0 {
-		h.Set("Retry-After", strconv.FormatInt(Seconds(d), 10))
-		h.Set("Retry-After-Ms", strconv.FormatInt(Milliseconds(d), 10))
+		var buf [40]byte
+		b := strconv.AppendInt(buf[:0], Seconds(d), 10)
+		n := len(b)
+		text := string(strconv.AppendInt(b, Milliseconds(d), 10))
+		put("Retry-After", text[:n])
+		put("Retry-After-Ms", text[n:])
+	}
+	if contentType != "" {
+		put("Content-Type", contentType)
+	}
+	if requestID != "" {
+		put("X-Request-Id", requestID)
 	}
 }
 
@@ -85,12 +105,7 @@ func SetHeaders(h http.Header, e *Error) {
 // requests, the body. It is for servers that do not use Echo; Echo services
 // get the same through middleware.ErrorHandler.
 func Write(w http.ResponseWriter, r *http.Request, s Shape, e *Error, m Meta) {
-	h := w.Header()
-	SetHeaders(h, e)
-	h.Set("Content-Type", s.ContentType())
-	if m.RequestID != "" {
-		h.Set("X-Request-Id", m.RequestID)
-	}
+	setHeaders(w.Header(), e, s.ContentType(), m.RequestID)
 	if m.Path == "" && r != nil && r.URL != nil {
 		m.Path = r.URL.Path
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -549,21 +550,35 @@ func (a *admitter) refusal(ad *admitted, res *admission.Result) error {
 	switch res.Refused {
 	case admission.KindRate:
 		r := ad.req.Rates[res.Index]
+		wait := res.RetryAfter()
+		var buf [256]byte
+		b := append(buf[:0], "Rate limit reached for "...)
+		b = append(b, p.ID...)
 		if res.Index == ad.tokenIdx {
 			if res.Never {
 				return tooLarge(p, r.N-ad.allowance, ad.allowance, true, r.Policy)
 			}
-			msg := fmt.Sprintf("Rate limit reached for %s on tokens: limit %d per %s, requested %d, remaining %d. Please try again in %ds.",
-				p.ID, r.Policy.Limit, windowName(r.Policy.Window), r.N, res.Rates[res.Index].Remaining, apierrors.Seconds(res.RetryAfter()))
-			return apierrors.TokensExceeded(msg, res.RetryAfter())
+			b = append(b, " on tokens: limit "...)
+			b = appendPer(b, r.Policy)
+			b = append(b, ", requested "...)
+			b = strconv.AppendInt(b, r.N, 10)
+			b = append(b, ", remaining "...)
+			b = strconv.AppendInt(b, res.Rates[res.Index].Remaining, 10)
+			b = appendTryIn(b, wait)
+			return apierrors.TokensExceeded(string(b), wait)
 		}
-		msg := fmt.Sprintf("Rate limit reached for %s on requests: limit %d per %s. Please try again in %ds.",
-			p.ID, r.Policy.Limit, windowName(r.Policy.Window), apierrors.Seconds(res.RetryAfter()))
-		return apierrors.RateLimitExceeded(msg, res.RetryAfter())
+		b = append(b, " on requests: limit "...)
+		b = appendPer(b, r.Policy)
+		b = appendTryIn(b, wait)
+		return apierrors.RateLimitExceeded(string(b), wait)
 	case admission.KindSlot:
-		s := ad.req.Slots[res.Index]
-		msg := fmt.Sprintf("Too many requests in flight for %s: limit %d at once. Please try again when one has finished.", p.ID, s.Limit)
-		return apierrors.ConcurrencyExceeded(msg, time.Second)
+		var buf [160]byte
+		b := append(buf[:0], "Too many requests in flight for "...)
+		b = append(b, p.ID...)
+		b = append(b, ": limit "...)
+		b = strconv.AppendInt(b, ad.req.Slots[res.Index].Limit, 10)
+		b = append(b, " at once. Please try again when one has finished."...)
+		return apierrors.ConcurrencyExceeded(string(b), time.Second)
 	case admission.KindBudget:
 		sc := ad.req.Budgets[res.Index]
 		if res.Never {
@@ -572,6 +587,20 @@ func (a *admitter) refusal(ad *admitted, res *admission.Result) error {
 		return exceeded(sc, res.Balance, ad.req.Cost)
 	}
 	return apierrors.InternalError(fmt.Errorf("admission: refused by no claim"))
+}
+
+// appendPer appends "60 per minute".
+func appendPer(b []byte, p ratelimit.Policy) []byte {
+	b = strconv.AppendInt(b, p.Limit, 10)
+	b = append(b, " per "...)
+	return append(b, windowName(p.Window)...)
+}
+
+// appendTryIn appends when to come back: ". Please try again in 6s.".
+func appendTryIn(b []byte, wait time.Duration) []byte {
+	b = append(b, ". Please try again in "...)
+	b = strconv.AppendInt(b, apierrors.Seconds(wait), 10)
+	return append(b, "s."...)
 }
 
 // refusalName names the limit a refusal came from, for metrics.

@@ -15,7 +15,7 @@
 // Config.Location, because Redis knows no time zones. Instances sharing a
 // store should keep their clocks in agreement (NTP is plenty). A clock that
 // lags another never makes a bucket give out more than it holds: the
-// bucket arithmetic, like ratelimit/redisstore's, refills nothing for time
+// bucket arithmetic refills nothing for time
 // that a bucket's state has already seen, and measures waits from the
 // caller's clock. Reservations, by contrast, expire by the clock of the
 // call that sees them: a lagging instance sees them expire that much later.

@@ -1,7 +1,8 @@
-// Package bucket is the token-bucket arithmetic shared by every ratelimit
-// store: the memory store runs it in Go and the Redis store runs a line-by-line
-// Lua transcription of it (ratelimit/redisstore/bucket.lua), so both give the
-// same decision to the millisecond.
+// Package bucket is the token-bucket arithmetic shared by every store that
+// keeps buckets: ratelimit.Memory and admission.Memory run it in Go, and
+// admission/redisstore runs a line-by-line Lua transcription of it
+// (admission/redisstore/lua/common.lua), so all give the same decision to
+// the millisecond.
 //
 // All quantities are integers. Time is in whole milliseconds. A balance is
 // kept in scaled units: one whole unit is worth Params.Unit, and every

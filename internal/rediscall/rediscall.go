@@ -1,5 +1,5 @@
 // Package rediscall runs the Lua scripts of gatekit's Redis stores
-// (ratelimit, budget and idempotency redisstore) within a per-call timeout,
+// (admission and idempotency redisstore) within a per-call timeout,
 // and checks the settings those stores share.
 //
 // A Caller bounds every call by its Timeout, round trip included, or by the
