@@ -21,6 +21,7 @@ import (
 	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/idempotency"
+	"github.com/gatekit/gatekit/keys"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/ratelimit"
 )
@@ -66,6 +67,8 @@ type Config struct {
 	// Data keeps budgets and idempotent responses on disk, for a single
 	// instance that must not lose them on restart.
 	Data DataConfig `yaml:"data"`
+	// RuntimeKeys keeps keys that change at runtime, for an admin API.
+	RuntimeKeys RuntimeKeysConfig `yaml:"runtime_keys"`
 
 	// Logger receives 5xx causes and panics. Default: slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -403,6 +406,11 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.Admission.TTL < 0 || cfg.Admission.DefaultOutputTokens < 0 {
 		return fmt.Errorf("invalid configuration: admission: ttl and default_output_tokens must not be negative")
+	}
+	if p := cfg.RuntimeKeys.Prefix; p != "" {
+		if err := keys.CheckPrefix(p); err != nil {
+			return fmt.Errorf("invalid configuration: runtime_keys: prefix: %w", err)
+		}
 	}
 	return cfg.validateBudgets()
 }

@@ -17,6 +17,7 @@
 package gatekit
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/gatekit/gatekit/durable"
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/idempotency"
+	"github.com/gatekit/gatekit/keys"
 	"github.com/gatekit/gatekit/middleware"
 )
 
@@ -41,6 +43,7 @@ type Gate struct {
 	data     *durable.Store
 	metrics  *middleware.Metrics
 	limitsR  *limitResolver
+	registry *keys.Registry
 }
 
 // Mount installs gatekit on e: the global error handler (cfg.Shape), the
@@ -120,6 +123,17 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 		}
 	}
 	g.keys = cfg.KeyStore
+	if g.keys == nil && cfg.RuntimeKeys.Store != nil {
+		if g.registry, err = newRegistry(context.Background(), cfg); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if !built {
+				g.registry.Close()
+			}
+		}()
+		g.keys = g.registry
+	}
 	if g.keys == nil && len(cfg.Keys) > 0 {
 		if g.keys, err = keyStore(cfg); err != nil {
 			return nil, err
@@ -184,6 +198,9 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 // ran out). It is safe to call more than once.
 func (g *Gate) Close() error {
 	g.SettleInFlight()
+	if g.registry != nil {
+		g.registry.Close()
+	}
 	if g.data == nil {
 		return nil
 	}

@@ -16,6 +16,7 @@ const (
 	CodeUnsupportedInterface Code = "unsupported_interface"
 	CodeMissingAPIKey        Code = "missing_api_key"
 	CodeInvalidAPIKey        Code = "invalid_api_key"
+	CodeExpiredAPIKey        Code = "expired_api_key"
 	CodeBudgetExceeded       Code = "budget_exceeded"
 	CodeUnauthorized         Code = "unauthorized"
 	CodeModelNotAllowed      Code = "model_not_allowed"
@@ -84,6 +85,7 @@ var catalog = [...]Spec{
 	{CodeUnsupportedInterface, http.StatusBadRequest, TypeInvalidRequest, false, false, "The model does not support this interface."},
 	{CodeMissingAPIKey, http.StatusUnauthorized, TypeAuthentication, false, false, "No API key was provided."},
 	{CodeInvalidAPIKey, http.StatusUnauthorized, TypeAuthentication, false, false, "The API key provided is not valid."},
+	{CodeExpiredAPIKey, http.StatusUnauthorized, TypeAuthentication, false, false, "The API key provided has expired."},
 	{CodeBudgetExceeded, http.StatusPaymentRequired, TypeBilling, false, false, "The budget for this key has been exhausted."},
 	{CodeUnauthorized, http.StatusForbidden, TypePermission, false, false, "The API key is not allowed to perform this request."},
 	{CodeModelNotAllowed, http.StatusForbidden, TypePermission, false, false, "The API key is not allowed to use this model."},

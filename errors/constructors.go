@@ -43,6 +43,13 @@ func InvalidAPIKey() *Error {
 	return New(CodeInvalidAPIKey, "Incorrect API key provided.")
 }
 
+// ExpiredAPIKey is 401 expired_api_key: the key was valid until at, and
+// the message says when (in UTC, RFC 3339). The message never repeats the
+// key.
+func ExpiredAPIKey(at time.Time) *Error {
+	return New(CodeExpiredAPIKey, "The API key provided expired at "+at.UTC().Format(time.RFC3339)+". Ask for a new key.")
+}
+
 // MalformedAuthorization is 401 missing_api_key for an Authorization
 // header that is not "Bearer KEY" (another scheme, or no key after the
 // scheme): no usable key was provided, and the message says why. It never

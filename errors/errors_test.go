@@ -33,8 +33,8 @@ func TestCatalogHasOneRowPerCodeWithAKnownStatus(t *testing.T) {
 			t.Errorf("Lookup(%q) = %+v, %v", s.Code, got, ok)
 		}
 	}
-	if len(seen) != 31 {
-		t.Errorf("catalog has %d codes, want 31", len(seen))
+	if len(seen) != 32 {
+		t.Errorf("catalog has %d codes, want 32", len(seen))
 	}
 }
 
@@ -271,4 +271,15 @@ func ExampleLookup() {
 	s, _ := apierrors.Lookup(apierrors.CodeModelOverloaded)
 	fmt.Println(s.Status, s.Type, s.Retryable)
 	// Output: 503 engine_error true
+}
+
+func TestExpiredAPIKeySaysWhenTheKeyExpired(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.FixedZone("CET", 3600))
+	e := apierrors.ExpiredAPIKey(at)
+	if e.Status != http.StatusUnauthorized || e.Code != apierrors.CodeExpiredAPIKey || e.Type != apierrors.TypeAuthentication || e.Retryable {
+		t.Fatalf("%+v", e)
+	}
+	if !strings.Contains(e.Message, "2026-03-01T11:00:00Z") {
+		t.Fatalf("message %q does not give the expiry in UTC", e.Message)
+	}
 }

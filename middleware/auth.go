@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -49,8 +50,10 @@ func (p *Principal) AllowsModel(model string) bool {
 // KeyStore resolves API keys to principals.
 type KeyStore interface {
 	// Lookup returns the principal holding key, or ok == false when no
-	// principal does. err is non-nil only when the store itself failed;
-	// an unknown key is not an error.
+	// principal does. err is non-nil only when the store itself failed,
+	// or when it knows the key but refuses it for a reason the client is
+	// to be told: then err is an *apierrors.Error with a 4xx status (401
+	// expired_api_key), answered as it is. An unknown key is not an error.
 	Lookup(ctx context.Context, key string) (p *Principal, ok bool, err error)
 }
 
@@ -146,7 +149,7 @@ type AuthConfig struct {
 	// Default: Authorization, then X-Api-Key.
 	Headers []string
 	// Metrics, when set, counts failed authentications by reason
-	// (missing_key, malformed_header, unknown_key, store_error), never by
+	// (missing_key, malformed_header, unknown_key, refused_key, store_error), never by
 	// key.
 	Metrics *Metrics
 	// Logger receives a warning for failed authentications, with the
@@ -162,6 +165,7 @@ const (
 	authMalformedHeader = "malformed_header"
 	authUnknownKey      = "unknown_key"
 	authStoreError      = "store_error"
+	authRefusedKey      = "refused_key"
 )
 
 // Auth authenticates every request against keys, reading the key from
@@ -174,7 +178,9 @@ func Auth(keys KeyStore) echo.MiddlewareFunc {
 // [GetPrincipal] returns to later middleware and handlers. A request with
 // no key is 401 missing_api_key; one whose Authorization header is not
 // "Bearer KEY" (another scheme, no key) is 401 missing_api_key saying so;
-// one whose key is unknown is 401 invalid_api_key; a failing KeyStore is
+// one whose key is unknown is 401 invalid_api_key; one the KeyStore
+// refuses with a 4xx *apierrors.Error (an expired key) gets that error; a
+// failing KeyStore is
 // 503 service_unavailable. Failures are counted and logged (throttled) as
 // cfg says. The key never appears in errors, logs or metrics.
 func AuthWithConfig(cfg AuthConfig) (echo.MiddlewareFunc, error) {
@@ -234,6 +240,9 @@ func (cfg AuthConfig) ToStep() (Step, error) {
 		}
 		p, ok, err := cfg.Keys.Lookup(c.Request().Context(), key)
 		if err != nil {
+			if refused := refusal(err); refused != nil {
+				return failed(c, authRefusedKey, refused)
+			}
 			cfg.Metrics.authFailed(authStoreError)
 			return apierrors.ServiceUnavailable(0).WithCause(fmt.Errorf("auth: key store: %w", err))
 		}
@@ -243,6 +252,16 @@ func (cfg AuthConfig) ToStep() (Step, error) {
 		state(c).principal = p
 		return next(c)
 	}, nil
+}
+
+// refusal is the 4xx *apierrors.Error in a KeyStore's err, or nil when err
+// is a failure of the store.
+func refusal(err error) *apierrors.Error {
+	var e *apierrors.Error
+	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 {
+		return e
+	}
+	return nil
 }
 
 // apiKey finds the key in the first configured header that holds one.

@@ -84,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer, cfg *MetricsConfig) (*Metrics, error)
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: c.Namespace, Subsystem: "auth", Name: "failures_total",
-			Help: "Failed authentications by reason (missing_key, malformed_header, unknown_key, store_error); never by key.",
+			Help: "Failed authentications by reason (missing_key, malformed_header, unknown_key, refused_key, store_error); never by key.",
 		}, []string{"reason"}),
 	}
 	for _, col := range []prometheus.Collector{m.admitted, m.refusals, m.storeErrors, m.storeLatency, m.tokens,

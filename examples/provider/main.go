@@ -2,7 +2,13 @@
 // chat completions (plain and streamed), a model list and an upload route,
 // with every failure answered in gatekit's envelope.
 //
-//	go run ./examples/provider [-addr 127.0.0.1:8080] [-config gatekit.yaml] [-redis redis://127.0.0.1:6379/0] [-data DIR]
+//	go run ./examples/provider [-addr 127.0.0.1:8080] [-config gatekit.yaml] [-redis redis://127.0.0.1:6379/0] [-data DIR] [-admin-token TOKEN]
+//
+// With -admin-token (or GATEKIT_ADMIN_TOKEN), keys live in a store that
+// changes at runtime (on Redis with -redis, in DIR/keys.db with -data, else
+// in memory), the file's keys loaded read-only, and the admin API answers
+// under /admin/v1/ on the same listener (see package admin and
+// `go run ./cmd/gatekit`).
 //
 // On SIGTERM or SIGINT it stops accepting connections and lets requests in
 // flight finish (up to -grace, 10 s by default); then it closes the
@@ -34,9 +40,15 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gatekit/gatekit"
+	"github.com/gatekit/gatekit/admin"
 	admredis "github.com/gatekit/gatekit/admission/redisstore"
+	"github.com/gatekit/gatekit/alerts"
+	alertsredis "github.com/gatekit/gatekit/alerts/redisstore"
+	"github.com/gatekit/gatekit/budget"
 	"github.com/gatekit/gatekit/examples/provider/app"
 	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
+	"github.com/gatekit/gatekit/keys"
+	keysredis "github.com/gatekit/gatekit/keys/redisstore"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/redislog"
 )
@@ -62,14 +74,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	configPath := flags.String("config", "", "gatekit YAML configuration (default: the built-in gatekit.yaml)")
 	redisURL := flags.String("redis", getenv("GATEKIT_REDIS_URL"), "Redis URL (redis://host:port/db) to keep every store in; default (and env GATEKIT_REDIS_URL unset): in memory")
 	dataDir := flags.String("data", "", "directory to keep budgets and idempotent responses in across restarts (single instance; default: memory only)")
+	adminToken := flags.String("admin-token", getenv("GATEKIT_ADMIN_TOKEN"), "token of the admin API under /admin/v1/ (at least 16 characters; env GATEKIT_ADMIN_TOKEN); unset, keys come from the configuration only and there is no admin API")
+	alertURL := flags.String("alert-webhook", getenv("GATEKIT_ALERT_WEBHOOK"), "URL to POST budget alerts to (50, 80 and 100% of a budget), signed with -alert-secret; env GATEKIT_ALERT_WEBHOOK")
+	alertSecret := flags.String("alert-secret", getenv("GATEKIT_ALERT_SECRET"), "HMAC-SHA256 key of the alert webhook's signature; env GATEKIT_ALERT_SECRET")
 	grace := flags.Duration("grace", 10*time.Second, "how long a shutdown waits for requests in flight before it settles them and closes their connections")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
 
 	var (
-		cfg gatekit.Config
-		err error
+		cfg    gatekit.Config
+		err    error
+		client *redis.Client
 	)
 	if *configPath == "" {
 		cfg, err = gatekit.ParseConfig(defaultConfig)
@@ -93,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		// go-redis's own lines (failed dials during an outage) go to the
 		// same structured log, throttled, instead of stderr.
 		redislog.Use(logger)
-		client := redis.NewClient(opts)
+		client = redis.NewClient(opts)
 		defer client.Close()
 		if cfg.Store, err = admredis.New(client, nil); err != nil {
 			return err
@@ -107,6 +123,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if *dataDir != "" {
 		cfg.Data.Dir = *dataDir
 	}
+	if *adminToken != "" {
+		switch {
+		case client != nil:
+			if cfg.RuntimeKeys.Store, err = keysredis.New(client, nil); err != nil {
+				return err
+			}
+		case cfg.Data.Dir != "":
+			d, err := keys.OpenDurable(cfg.Data.Dir)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			cfg.RuntimeKeys.Store = d
+		default:
+			cfg.RuntimeKeys.Store = keys.NewMemory()
+		}
+	}
+	var gate *gatekit.Gate
+	if *alertURL != "" {
+		notifier, stopAlerts, err := startAlerts(cfg, client, *alertURL, *alertSecret, registry, logger, func() *gatekit.Gate { return gate })
+		if err != nil {
+			return err
+		}
+		defer stopAlerts()
+		cfg.OnSettle = notifier.Observe
+	}
 	e, gate, err := app.New(cfg)
 	if err != nil {
 		return err
@@ -118,6 +160,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			logger.Error("closing the data store", "error", cerr.Error())
 		}
 	}()
+	if *adminToken != "" {
+		if err := admin.Register(e.Group("/admin/v1"), admin.Config{Gate: gate, Token: *adminToken}); err != nil {
+			gate.Close()
+			return err
+		}
+		logger.Info("admin API enabled", "path", "/admin/v1/")
+	}
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(registry, promhttp.HandlerOpts{})))
 	middleware.HeadForGet(e)
 	ln, err := net.Listen("tcp", *addr)
@@ -156,4 +205,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	return nil
+}
+
+// startAlerts starts the budget alerts' notifier, its ledger on Redis, in
+// the data directory or in memory, reading balances from the gate that
+// gate returns once mounted. stop stops it and closes its ledger.
+func startAlerts(cfg gatekit.Config, client *redis.Client, url, secret string, reg prometheus.Registerer, logger *slog.Logger, gate func() *gatekit.Gate) (n *alerts.Notifier, stop func(), err error) {
+	var ledger alerts.Ledger
+	closeLedger := func() {}
+	switch {
+	case client != nil:
+		s, err := alertsredis.New(client, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		ledger = s
+	case cfg.Data.Dir != "":
+		d, err := alerts.OpenDurable(cfg.Data.Dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		ledger, closeLedger = d, func() { d.Close() }
+	}
+	n, err = alerts.New(alerts.Config{
+		Balance: func(ctx context.Context, s budget.Scope) (budget.Balance, error) {
+			return gate().Store().Balance(ctx, s)
+		},
+		Ledger: ledger, WebhookURL: url, Secret: secret, Metrics: reg, Logger: logger,
+	})
+	if err != nil {
+		closeLedger()
+		return nil, nil, fmt.Errorf("-alert-webhook: %w", err)
+	}
+	return n, func() { n.Close(); closeLedger() }, nil
 }
