@@ -6,11 +6,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/gatekit/gatekit"
 	"github.com/gatekit/gatekit/admission"
@@ -21,11 +24,27 @@ import (
 	"github.com/gatekit/gatekit/internal/redistest"
 )
 
+// redisCluster is this package's Redis Cluster (3 masters, 3 replicas),
+// started by the first test that needs it and stopped by TestMain.
+var redisCluster = redistest.NewCluster()
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	redisCluster.Close()
+	os.Exit(code)
+}
+
 // redisStore is an admission store on srv under prefix, one client of its
 // own, as each instance of a service has.
 func redisStore(t *testing.T, srv *redistest.Server, prefix string, timeout time.Duration) *redisstore.Store {
 	t.Helper()
-	s, err := redisstore.New(srv.Client(t), &redisstore.Config{Prefix: prefix, Timeout: timeout})
+	return redisStoreOn(t, srv.Client(t), prefix, timeout)
+}
+
+// redisStoreOn is an admission store on client under prefix.
+func redisStoreOn(t *testing.T, client redis.UniversalClient, prefix string, timeout time.Duration) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.New(client, &redisstore.Config{Prefix: prefix, Timeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,12 +76,21 @@ func redisProviders(t *testing.T, srv *redistest.Server, n int, mutate func(*gat
 }
 
 // 1,000 concurrent requests spread over 3 Echo instances sharing one
-// redis-server, whose reservations total twice a budget, three times a
-// token limit and far more than a max_parallel of 8, with every handler
-// reporting ten times its allowance: no cap is exceeded.
+// redis-server, or the Redis Cluster through a ClusterClient each, whose
+// reservations total twice a budget, three times a token limit and far
+// more than a max_parallel of 8, with every handler reporting ten times
+// its allowance: no cap is exceeded.
 func TestConcurrentRequestsNeverExceedAnyCapAcrossRedisInstances(t *testing.T) {
-	rs := redistest.Start(t)
-	prefix := rs.KeyPrefix(t)
+	t.Run("server", func(t *testing.T) {
+		rs := redistest.Start(t)
+		neverExceedAnyCap(t, rs.KeyPrefix(t), func() redis.UniversalClient { return rs.Client(t) })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		neverExceedAnyCap(t, redisCluster.KeyPrefix(t), func() redis.UniversalClient { return redisCluster.Client(t) })
+	})
+}
+
+func neverExceedAnyCap(t *testing.T, prefix string, newClient func() redis.UniversalClient) {
 	var urls []string
 	var gauges []*handlerGauge
 	var store admission.Store
@@ -70,7 +98,7 @@ func TestConcurrentRequestsNeverExceedAnyCapAcrossRedisInstances(t *testing.T) {
 		cfg := billedConfig("0.006667")
 		cfg.Keys[0].Budget.Limit = gatekit.Money(budget.Dollar)
 		cfg.Routes = map[string]gatekit.RouteConfig{"POST /v1/work": {LimitConfig: gatekit.LimitConfig{TPM: 6_667, MaxParallel: 8}}}
-		store = redisStore(t, rs, prefix, 2*time.Second)
+		store = redisStoreOn(t, newClient(), prefix, 2*time.Second)
 		cfg.Store = store
 		srv, _, g := billedServerGauge(t, cfg, nil)
 		urls = append(urls, srv.URL)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,13 +24,19 @@ import (
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
-// redisServer is this package's redis-server, started by the first test that
+// redisServer is this package's redis-server, and redisCluster its Redis
+// Cluster (3 masters, 3 replicas), each started by the first test that
 // needs it and stopped by TestMain.
-var redisServer = redistest.New()
+var (
+	redisServer  = redistest.New()
+	redisCluster = redistest.NewCluster()
+)
 
 func TestMain(m *testing.M) {
-	m.Run()
+	code := m.Run()
 	redisServer.Close()
+	redisCluster.Close()
+	os.Exit(code)
 }
 
 var ctx = context.Background()
@@ -70,20 +77,24 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// TestConformanceOnCluster runs the suite on a Redis Cluster, which
-// refuses any script whose KEYS are not all in one hash slot. (That the
-// one key Reserve does not declare shares the slot too is checked by
+// TestConformanceOnCluster runs the suite on a Redis Cluster of three
+// masters and their replicas through redis.NewClusterClient, batched and
+// not: each script runs on the master serving its Tag's slot, and the
+// cluster refuses any script whose KEYS are not all in that slot. (That the one key
+// Reserve does not declare shares the slot too is checked by
 // TestKeysShareTheTagAndExpire.)
 func TestConformanceOnCluster(t *testing.T) {
-	client := redistest.StartCluster(t)
-	n := 0
-	admissiontest.Run(t, func(t *testing.T, cfg admissiontest.Config) admission.Store {
-		n++
-		return newStore(t, client, &redisstore.Config{
-			Prefix: fmt.Sprintf("test%d:", n), Timeout: redistest.SlowTimeout,
-			TTL: cfg.TTL, SettleGrace: cfg.SettleGrace, Location: cfg.Location, Now: cfg.Now,
+	for _, b := range batching {
+		t.Run(b.name, func(t *testing.T) {
+			client := redisCluster.Client(t)
+			admissiontest.Run(t, func(t *testing.T, cfg admissiontest.Config) admission.Store {
+				return newStore(t, client, &redisstore.Config{
+					Prefix: redisCluster.KeyPrefix(t), Timeout: redistest.SlowTimeout, Unbatched: b.unbatched,
+					TTL: cfg.TTL, SettleGrace: cfg.SettleGrace, Location: cfg.Location, Now: cfg.Now,
+				})
+			})
 		})
-	})
+	}
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
@@ -131,9 +142,18 @@ func fullRequest(tag string) *admission.Request {
 // reporting ten times what it reserved. No cap is passed by one unit: the
 // budget is spent and the tokens taken exactly to their limits, the spend
 // is exactly what was settled, and no more than 8 requests ever run at once.
+// It runs on one redis-server and on the Redis Cluster, each instance with
+// a client of its own, calls batched through its autopipeliner.
 func TestExactAcrossInstances(t *testing.T) {
-	redisServer.Ready(t)
-	prefix := redisServer.KeyPrefix(t)
+	t.Run("server", func(t *testing.T) {
+		testExactAcrossInstances(t, redisServer.KeyPrefix(t), func() redis.UniversalClient { return redisServer.Client(t) })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		testExactAcrossInstances(t, redisCluster.KeyPrefix(t), func() redis.UniversalClient { return redisCluster.Client(t) })
+	})
+}
+
+func testExactAcrossInstances(t *testing.T, prefix string, newClient func() redis.UniversalClient) {
 	const (
 		instances, goroutines, each = 3, 32, 10
 		parallel                    = 8
@@ -154,7 +174,7 @@ func TestExactAcrossInstances(t *testing.T) {
 
 	var stores []*redisstore.Store
 	for range instances {
-		client := redisServer.Client(t)
+		client := newClient()
 		var wg sync.WaitGroup
 		for range goroutines {
 			wg.Go(func() { client.Ping(ctx) })
