@@ -104,6 +104,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"negative timeout":     {Timeout: -time.Second},
 		"negative TTL":         {TTL: -time.Second},
 		"negative SettleGrace": {SettleGrace: -time.Second},
+		"negative replicas":    {SettleReplicas: -1},
+		"negative SettleWait":  {SettleReplicas: 1, SettleWait: -time.Second},
+		"wait past Timeout":    {SettleReplicas: 1, SettleWait: 100 * time.Millisecond, Timeout: 100 * time.Millisecond},
 	} {
 		if _, err := redisstore.New(client, cfg); err == nil {
 			t.Errorf("%s: New accepted %+v", name, cfg)
@@ -114,6 +117,40 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := redisstore.New(client, nil); err != nil {
 		t.Errorf("New with a nil Config: %v", err)
+	}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	if _, err := redisstore.New(ring, &redisstore.Config{SettleReplicas: 1}); err == nil {
+		t.Error("New accepted SettleReplicas on a Ring, which cannot send WAIT to a key's master")
+	}
+}
+
+// TestSettleWithoutAReplicaIsRecordedAndReported: with SettleReplicas 1 on
+// a server that has no replica, Settle records the spend, waits
+// SettleWait, and reports ErrNotReplicated; a retry is refused as unknown.
+func TestSettleWithoutAReplicaIsRecordedAndReported(t *testing.T) {
+	const wait = 20 * time.Millisecond
+	store := newStore(t, redisServer.Client(t), &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Timeout: redistest.SlowTimeout,
+		SettleReplicas: 1, SettleWait: wait})
+	r := fullRequest("acct")
+	res, err := store.Reserve(ctx, r)
+	if err != nil || !res.Allowed {
+		t.Fatalf("Reserve: %+v, %v", res, err)
+	}
+	start := time.Now()
+	_, err = store.Settle(ctx, r, res.ID, admission.Usage{Cost: 700})
+	took := time.Since(start)
+	if !errors.Is(err, redisstore.ErrNotReplicated) {
+		t.Fatalf("Settle: %v, want ErrNotReplicated", err)
+	}
+	if took < wait || took > wait+redistest.Slack {
+		t.Errorf("Settle took %v, SettleWait %v", took, wait)
+	}
+	if b, err := store.Balance(ctx, r.Budgets[0]); err != nil || b.Spent != 700 || b.Held != 0 {
+		t.Fatalf("Balance: %+v, %v; want 700 spent, nothing held", b, err)
+	}
+	if _, err := store.Settle(ctx, r, res.ID, admission.Usage{Cost: 700}); !errors.Is(err, admission.ErrUnknownReservation) {
+		t.Fatalf("second Settle: %v, want ErrUnknownReservation", err)
 	}
 }
 

@@ -159,8 +159,8 @@ type Shard struct {
 }
 
 // ShardOf returns the master serving key's hash slot and that master's
-// replica, as the cluster sees them now, failing the test if it cannot
-// tell.
+// replica (empty when it has none alive), as the cluster sees them now,
+// failing the test if it cannot tell.
 func (c *Cluster) ShardOf(tb testing.TB, key string) Shard {
 	tb.Helper()
 	ctx := context.Background()
@@ -180,14 +180,14 @@ func (c *Cluster) ShardOf(tb testing.TB, key string) Shard {
 		if sh, ok := shardOf(nodes, slot); ok {
 			return sh
 		}
-		lastErr = fmt.Errorf("no live master with a live replica serves slot %d: %s", slot, nodes)
+		lastErr = fmt.Errorf("no live master serves slot %d: %s", slot, nodes)
 	}
 	tb.Fatalf("redistest: the shard of %q: %v", key, lastErr)
 	return Shard{}
 }
 
 // shardOf finds, in the output of CLUSTER NODES, the live master serving
-// slot and its live replica.
+// slot and its live replica, if any.
 func shardOf(nodes string, slot int64) (Shard, bool) {
 	type node struct{ id, addr, flags, master string }
 	var all []node
@@ -224,7 +224,7 @@ func shardOf(nodes string, slot int64) (Shard, bool) {
 			sh.Replica = n.addr
 		}
 	}
-	return sh, sh.Master != "" && sh.Replica != ""
+	return sh, sh.Master != ""
 }
 
 // Kill ends the node at addr at once (SIGKILL), as a crashed host would:
@@ -437,5 +437,47 @@ func (n *clusterNode) stop() {
 	case <-time.After(5 * time.Second):
 		n.cmd.Process.Kill()
 		<-n.done
+	}
+}
+
+// CutReplication stops the replica of sh from receiving its master's
+// writes, as a partition between the two would: the master drops its
+// replication link (CLIENT KILL TYPE replica) and the replica cannot
+// reconnect (it authenticates with a password the master does not have).
+// The master goes on answering clients. It waits until the replica sees
+// its link down. RestoreReplication undoes it.
+func (c *Cluster) CutReplication(tb testing.TB, sh Shard) {
+	tb.Helper()
+	ctx := context.Background()
+	replica := redis.NewClient(&redis.Options{Addr: sh.Replica, MaxRetries: -1})
+	defer replica.Close()
+	master := redis.NewClient(&redis.Options{Addr: sh.Master, MaxRetries: -1})
+	defer master.Close()
+	if err := replica.ConfigSet(ctx, "masterauth", "cut-by-redistest").Err(); err != nil {
+		tb.Fatalf("redistest: cutting replication: %v", err)
+	}
+	if err := master.Do(ctx, "client", "kill", "type", "replica").Err(); err != nil {
+		tb.Fatalf("redistest: cutting replication: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		info, err := replica.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:down") {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: replica %s still linked to %s: %v", sh.Replica, sh.Master, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// RestoreReplication lets the replica at addr reconnect to its master
+// after CutReplication.
+func (c *Cluster) RestoreReplication(tb testing.TB, addr string) {
+	tb.Helper()
+	replica := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer replica.Close()
+	if err := replica.ConfigSet(context.Background(), "masterauth", "").Err(); err != nil {
+		tb.Fatalf("redistest: restoring replication: %v", err)
 	}
 }
