@@ -310,7 +310,6 @@ func (c *Caller) CanWait() error {
 // script's reply and how many replicas acknowledged it. Since WAIT holds
 // its connection, the call is never batched. The Caller's Timeout bounds
 // the whole call, wait included.
-//
 func (c *Caller) Int64sWait(ctx context.Context, op string, s *Script, keys []string, replicas int, wait time.Duration,
 	args ...any) ([]int64, int64, error) {
 	ctx, cancel := c.bound(ctx)
