@@ -2,12 +2,15 @@ package gatekit_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -283,5 +286,41 @@ func TestRedisOutageFailsClosedOrOpenWithinTheTimeout(t *testing.T) {
 				t.Fatalf("limiting did not resume: %d %v", res.StatusCode, res.Header)
 			}
 		})
+	}
+}
+
+// TestRedisDownAtStartWarnsAndIsNotReady: a service mounted while its Redis
+// is down logs a warning at Mount, its Gate.Ready names the store that does
+// not answer, and becomes ready once Redis is back; a gate on memory stores
+// is always ready.
+func TestRedisDownAtStartWarnsAndIsNotReady(t *testing.T) {
+	rs := redistest.Start(t)
+	client := rs.Client(t)
+	if err := rs.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cfg := demoConfig(t)
+	cfg.Logger = newLogger(&logs)
+	cfg.Store = redisStoreOn(t, client, rs.KeyPrefix(t), redistest.OutageTimeout)
+	_, gate, err := app.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "admission store not answering at start") {
+		t.Fatalf("no warning at Mount with Redis down; logs:\n%s", logs.String())
+	}
+	err = redistest.FailsFastWhileStopped(t, "Ready", redistest.OutageTimeout, func() error { return gate.Ready(context.Background()) })
+	if nr, ok := errors.AsType[*gatekit.NotReadyError](err); !ok || nr.Store != "admission" {
+		t.Fatalf("Ready: %v, want a NotReadyError of the admission store", err)
+	}
+	rs.RestartAndRetry(t, func() error { return gate.Ready(context.Background()) })
+
+	_, memGate, err := app.New(demoConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := memGate.Ready(context.Background()); err != nil {
+		t.Fatalf("Ready on memory stores: %v", err)
 	}
 }

@@ -230,7 +230,10 @@ type Store struct {
 	settleWait               time.Duration
 }
 
-var _ admission.Store = (*Store)(nil)
+var (
+	_ admission.Store  = (*Store)(nil)
+	_ admission.Pinger = (*Store)(nil)
+)
 
 // New returns a Store that keeps its state in client, configured by cfg;
 // nil means the defaults.
@@ -507,6 +510,10 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 	}
 	return res, nil
 }
+
+// Ping implements admission.Pinger: it reports whether Redis (on a
+// Cluster, every master) answers PING within the Timeout.
+func (s *Store) Ping(ctx context.Context) error { return s.call.Ping(ctx) }
 
 // Balance implements admission.Store.Balance.
 func (s *Store) Balance(ctx context.Context, scope budget.Scope) (budget.Balance, error) {

@@ -291,6 +291,29 @@ func process[T any, C replyCmd[T]](ctx context.Context, c *Caller, batched bool,
 	return cmd.Result()
 }
 
+// Ping reports whether Redis answers PING within the Caller's Timeout (or
+// ctx's deadline, if sooner): on a ClusterClient, every master must. The
+// error starts "redisstore: ping: ".
+func (c *Caller) Ping(ctx context.Context) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	var err error
+	switch cl := c.client.(type) {
+	case *redis.ClusterClient:
+		err = cl.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.Ping(ctx).Err() })
+	default:
+		err = c.client.Ping(ctx).Err()
+	}
+	if err != nil {
+		c.reload(ctx)
+		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+			return fmt.Errorf("redisstore: ping: %w: %w", ctxErr, err)
+		}
+		return fmt.Errorf("redisstore: ping: %w", err)
+	}
+	return nil
+}
+
 // CanWait reports why the Caller cannot run Int64sWait, or nil if it can:
 // the client must be a *redis.Client (a server, or Sentinel's failover
 // client) or a *redis.ClusterClient, whose connection to a key's master it
