@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -322,5 +324,111 @@ func TestRedisDownAtStartWarnsAndIsNotReady(t *testing.T) {
 	}
 	if err := memGate.Ready(context.Background()); err != nil {
 		t.Fatalf("Ready on memory stores: %v", err)
+	}
+}
+
+// TestClusterFailoverKeepsAnswering serves the demo on the Redis Cluster
+// and, under load, kills the master of an account's slot, then lets its
+// replica take over: every request is answered within the store's timeout
+// (503 service_unavailable while failing closed, 200 unlimited while
+// failing open), and the account is limited again once the replica is
+// master. One cluster serves both modes, on accounts of different masters.
+func TestClusterFailoverKeepsAnswering(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	var dead []string
+	for _, mode := range []string{"closed", "open"} {
+		t.Run(mode, func(t *testing.T) {
+			var account string
+			var sh redistest.Shard
+			for i := 0; account == ""; i++ {
+				a := fmt.Sprintf("acct%d", i)
+				if s := cl.ShardOf(t, "{"+a+"}"); s.Replica != "" && !slices.Contains(dead, s.Master) {
+					account, sh = a, s
+				}
+			}
+			dead = append(dead, sh.Master)
+			const timeout = 200 * time.Millisecond
+			cfg := demoConfig(t)
+			cfg.Logger = discardLogger()
+			cfg.Admission.Fail = mode
+			cfg.Tiers["failover"] = gatekit.TierConfig{
+				Routes: map[string]gatekit.LimitConfig{"POST " + chatURL: {RPM: 1_000_000, TPM: 1_000_000_000, MaxParallel: 100}},
+				Budget: &gatekit.BudgetConfig{Limit: gatekit.Money(1000 * budget.Dollar), Period: "monthly"},
+			}
+			cfg.Keys = append(cfg.Keys, gatekit.KeyConfig{ID: "fo-" + account, Key: "sk-fo-" + account, Account: account, Tier: "failover"})
+			cfg.Store = redisStoreOn(t, cl.Client(t), cl.KeyPrefix(t), timeout)
+			e, _, err := app.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(e)
+			t.Cleanup(srv.Close)
+			client := &http.Client{Transport: keyTransport("sk-fo-" + account)}
+
+			var phase atomic.Int32 // 0 before the kill, 1 until the takeover, 2 after
+			var counts [3][2]atomic.Int64
+			var slowest atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						p := phase.Load()
+						start := time.Now()
+						res, err := client.Post(srv.URL+chatURL, "application/json", strings.NewReader(`{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						io.Copy(io.Discard, res.Body)
+						res.Body.Close()
+						took := time.Since(start)
+						for m := slowest.Load(); int64(took) > m && !slowest.CompareAndSwap(m, int64(took)); m = slowest.Load() {
+						}
+						if took > 2*timeout+redistest.Slack {
+							t.Logf("phase %d: status %d after %v", p, res.StatusCode, took)
+						}
+						limited := res.Header.Get("X-Ratelimit-Limit-Requests") != ""
+						switch {
+						case res.StatusCode == 200 && limited:
+							counts[p][0].Add(1)
+						case mode == "closed" && res.StatusCode == 503 && res.Header.Get("Retry-After") != "",
+							mode == "open" && res.StatusCode == 200:
+							counts[p][1].Add(1)
+						default:
+							t.Errorf("phase %d: status %d, headers %v", p, res.StatusCode, res.Header)
+							return
+						}
+					}
+				})
+			}
+			time.Sleep(300 * time.Millisecond)
+			cl.Kill(t, sh.Master)
+			phase.Store(1)
+			time.Sleep(300 * time.Millisecond) // requests meet the dead master
+			took := cl.Failover(t, sh.Replica, 15*time.Second)
+			phase.Store(2)
+			for deadline := time.Now().Add(10 * time.Second); counts[2][0].Load() < 50 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			close(stop)
+			wg.Wait()
+			t.Logf("fail %s: limited/failing %s before the kill %d/%d, until the takeover %d/%d, after %d/%d; slowest %v; takeover %v",
+				mode, mode, counts[0][0].Load(), counts[0][1].Load(), counts[1][0].Load(), counts[1][1].Load(),
+				counts[2][0].Load(), counts[2][1].Load(), time.Duration(slowest.Load()).Round(time.Millisecond), took.Round(time.Millisecond))
+			if counts[0][0].Load() == 0 || counts[1][1].Load() == 0 || counts[2][0].Load() < 50 {
+				t.Errorf("want limited answers before the kill, failing %s ones after it, and limited ones again after the takeover", mode)
+			}
+			// The store's timeout, twice at most (reserve, then settle),
+			// and scheduling slack.
+			if d := time.Duration(slowest.Load()); d > 2*timeout+redistest.Slack {
+				t.Errorf("a request took %v, store timeout %v", d, timeout)
+			}
+		})
 	}
 }
