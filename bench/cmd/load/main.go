@@ -32,9 +32,9 @@ import (
 
 // Targets for many instances, measured on the full stack in one run.
 const (
-	minRedisShare    = 0.5              // of memory mode's req/s
-	maxScripts       = 2                // per request
-	maxServerMicros  = 30               // Redis server time per request
+	minRedisShare    = 0.5 // of memory mode's req/s
+	maxScripts       = 2   // per request
+	maxServerMicros  = 30  // Redis server time per request
 	maxP99AtHalfLoad = 5 * time.Millisecond
 )
 
