@@ -17,6 +17,7 @@
 package gatekit
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -188,7 +189,71 @@ func Mount(e *echo.Echo, cfg Config) (*Gate, error) {
 	}
 	e.Use(mw)
 	built = true
+	g.warnIfNotReady()
 	return g, nil
+}
+
+// warnIfNotReady pings the stores at Mount and logs a warning for each one
+// that does not answer: the service starts all the same, failing requests
+// open or closed (Config.Admission.Fail) until the store answers.
+func (g *Gate) warnIfNotReady() {
+	for _, st := range g.pingers() {
+		if err := st.p.Ping(context.Background()); err != nil {
+			g.cfg.Logger.Warn("gatekit: "+st.name+" store not answering at start; requests that need it fail until it does",
+				"fail", cmp.Or(g.cfg.Admission.Fail, "closed"), "error", err.Error())
+		}
+	}
+}
+
+// namedPinger is a store that can be pinged, and what it keeps.
+type namedPinger struct {
+	name string
+	p    admission.Pinger
+}
+
+// pingers returns the stores of g that implement admission.Pinger.
+func (g *Gate) pingers() []namedPinger {
+	var out []namedPinger
+	if p, ok := g.store.(admission.Pinger); ok {
+		out = append(out, namedPinger{"admission", p})
+	}
+	if p, ok := g.idem.(admission.Pinger); ok {
+		out = append(out, namedPinger{"idempotency", p})
+	}
+	return out
+}
+
+// NotReadyError is the error of Ready: the store that did not answer, and
+// why.
+type NotReadyError struct {
+	// Store names the store: "admission" or "idempotency".
+	Store string
+	// Err is the store's error.
+	Err error
+}
+
+// Error says which store did not answer, and why.
+func (e *NotReadyError) Error() string {
+	return "gatekit: " + e.Store + " store not answering: " + e.Err.Error()
+}
+
+// Unwrap returns the store's error.
+func (e *NotReadyError) Unwrap() error { return e.Err }
+
+// Ready reports whether g can serve requests as configured: nil when every
+// store that offers a Ping (admission.Pinger, such as the Redis stores)
+// answers it, within the store's own timeout, and otherwise a
+// *NotReadyError for the first that does not. Stores in memory or on disk
+// are always ready. Serve it as a readiness probe (the demo's /readyz);
+// liveness is another matter: a gate whose store is down still answers,
+// failing requests open or closed as configured.
+func (g *Gate) Ready(ctx context.Context) error {
+	for _, st := range g.pingers() {
+		if err := st.p.Ping(ctx); err != nil {
+			return &NotReadyError{Store: st.name, Err: err}
+		}
+	}
+	return nil
 }
 
 // Close settles every request still in flight with what its handler has

@@ -2,15 +2,23 @@ package gatekit_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/gatekit/gatekit"
 	"github.com/gatekit/gatekit/admission"
@@ -21,11 +29,27 @@ import (
 	"github.com/gatekit/gatekit/internal/redistest"
 )
 
+// redisCluster is this package's Redis Cluster (3 masters, 3 replicas),
+// started by the first test that needs it and stopped by TestMain.
+var redisCluster = redistest.NewCluster()
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	redisCluster.Close()
+	os.Exit(code)
+}
+
 // redisStore is an admission store on srv under prefix, one client of its
 // own, as each instance of a service has.
 func redisStore(t *testing.T, srv *redistest.Server, prefix string, timeout time.Duration) *redisstore.Store {
 	t.Helper()
-	s, err := redisstore.New(srv.Client(t), &redisstore.Config{Prefix: prefix, Timeout: timeout})
+	return redisStoreOn(t, srv.Client(t), prefix, timeout)
+}
+
+// redisStoreOn is an admission store on client under prefix.
+func redisStoreOn(t *testing.T, client redis.UniversalClient, prefix string, timeout time.Duration) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.New(client, &redisstore.Config{Prefix: prefix, Timeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,12 +81,21 @@ func redisProviders(t *testing.T, srv *redistest.Server, n int, mutate func(*gat
 }
 
 // 1,000 concurrent requests spread over 3 Echo instances sharing one
-// redis-server, whose reservations total twice a budget, three times a
-// token limit and far more than a max_parallel of 8, with every handler
-// reporting ten times its allowance: no cap is exceeded.
+// redis-server, or the Redis Cluster through a ClusterClient each, whose
+// reservations total twice a budget, three times a token limit and far
+// more than a max_parallel of 8, with every handler reporting ten times
+// its allowance: no cap is exceeded.
 func TestConcurrentRequestsNeverExceedAnyCapAcrossRedisInstances(t *testing.T) {
-	rs := redistest.Start(t)
-	prefix := rs.KeyPrefix(t)
+	t.Run("server", func(t *testing.T) {
+		rs := redistest.Start(t)
+		neverExceedAnyCap(t, rs.KeyPrefix(t), func() redis.UniversalClient { return rs.Client(t) })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		neverExceedAnyCap(t, redisCluster.KeyPrefix(t), func() redis.UniversalClient { return redisCluster.Client(t) })
+	})
+}
+
+func neverExceedAnyCap(t *testing.T, prefix string, newClient func() redis.UniversalClient) {
 	var urls []string
 	var gauges []*handlerGauge
 	var store admission.Store
@@ -70,7 +103,7 @@ func TestConcurrentRequestsNeverExceedAnyCapAcrossRedisInstances(t *testing.T) {
 		cfg := billedConfig("0.006667")
 		cfg.Keys[0].Budget.Limit = gatekit.Money(budget.Dollar)
 		cfg.Routes = map[string]gatekit.RouteConfig{"POST /v1/work": {LimitConfig: gatekit.LimitConfig{TPM: 6_667, MaxParallel: 8}}}
-		store = redisStore(t, rs, prefix, 2*time.Second)
+		store = redisStoreOn(t, newClient(), prefix, 2*time.Second)
 		cfg.Store = store
 		srv, _, g := billedServerGauge(t, cfg, nil)
 		urls = append(urls, srv.URL)
@@ -253,6 +286,148 @@ func TestRedisOutageFailsClosedOrOpenWithinTheTimeout(t *testing.T) {
 			}
 			if !ok {
 				t.Fatalf("limiting did not resume: %d %v", res.StatusCode, res.Header)
+			}
+		})
+	}
+}
+
+// TestRedisDownAtStartWarnsAndIsNotReady: a service mounted while its Redis
+// is down logs a warning at Mount, its Gate.Ready names the store that does
+// not answer, and becomes ready once Redis is back; a gate on memory stores
+// is always ready.
+func TestRedisDownAtStartWarnsAndIsNotReady(t *testing.T) {
+	rs := redistest.Start(t)
+	client := rs.Client(t)
+	if err := rs.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cfg := demoConfig(t)
+	cfg.Logger = newLogger(&logs)
+	cfg.Store = redisStoreOn(t, client, rs.KeyPrefix(t), redistest.OutageTimeout)
+	_, gate, err := app.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "admission store not answering at start") {
+		t.Fatalf("no warning at Mount with Redis down; logs:\n%s", logs.String())
+	}
+	err = redistest.FailsFastWhileStopped(t, "Ready", redistest.OutageTimeout, func() error { return gate.Ready(context.Background()) })
+	if nr, ok := errors.AsType[*gatekit.NotReadyError](err); !ok || nr.Store != "admission" {
+		t.Fatalf("Ready: %v, want a NotReadyError of the admission store", err)
+	}
+	rs.RestartAndRetry(t, func() error { return gate.Ready(context.Background()) })
+
+	_, memGate, err := app.New(demoConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := memGate.Ready(context.Background()); err != nil {
+		t.Fatalf("Ready on memory stores: %v", err)
+	}
+}
+
+// TestClusterFailoverKeepsAnswering serves the demo on the Redis Cluster
+// and, under load, kills the master of an account's slot, then lets its
+// replica take over: every request is answered within the store's timeout
+// (503 service_unavailable while failing closed, 200 unlimited while
+// failing open), and the account is limited again once the replica is
+// master. One cluster serves both modes, on accounts of different masters.
+func TestClusterFailoverKeepsAnswering(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	var dead []string
+	for _, mode := range []string{"closed", "open"} {
+		t.Run(mode, func(t *testing.T) {
+			var account string
+			var sh redistest.Shard
+			for i := 0; account == ""; i++ {
+				a := fmt.Sprintf("acct%d", i)
+				if s := cl.ShardOf(t, "{"+a+"}"); s.Replica != "" && !slices.Contains(dead, s.Master) {
+					account, sh = a, s
+				}
+			}
+			dead = append(dead, sh.Master)
+			const timeout = 200 * time.Millisecond
+			cfg := demoConfig(t)
+			cfg.Logger = discardLogger()
+			cfg.Admission.Fail = mode
+			cfg.Tiers["failover"] = gatekit.TierConfig{
+				Routes: map[string]gatekit.LimitConfig{"POST " + chatURL: {RPM: 1_000_000, TPM: 1_000_000_000, MaxParallel: 100}},
+				Budget: &gatekit.BudgetConfig{Limit: gatekit.Money(1000 * budget.Dollar), Period: "monthly"},
+			}
+			cfg.Keys = append(cfg.Keys, gatekit.KeyConfig{ID: "fo-" + account, Key: "sk-fo-" + account, Account: account, Tier: "failover"})
+			cfg.Store = redisStoreOn(t, cl.Client(t), cl.KeyPrefix(t), timeout)
+			e, _, err := app.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(e)
+			t.Cleanup(srv.Close)
+			client := &http.Client{Transport: keyTransport("sk-fo-" + account)}
+
+			var phase atomic.Int32 // 0 before the kill, 1 until the takeover, 2 after
+			var counts [3][2]atomic.Int64
+			var slowest atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						p := phase.Load()
+						start := time.Now()
+						res, err := client.Post(srv.URL+chatURL, "application/json", strings.NewReader(`{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						io.Copy(io.Discard, res.Body)
+						res.Body.Close()
+						took := time.Since(start)
+						for m := slowest.Load(); int64(took) > m && !slowest.CompareAndSwap(m, int64(took)); m = slowest.Load() {
+						}
+						if took > 2*timeout+redistest.Slack {
+							t.Logf("phase %d: status %d after %v", p, res.StatusCode, took)
+						}
+						limited := res.Header.Get("X-Ratelimit-Limit-Requests") != ""
+						switch {
+						case res.StatusCode == 200 && limited:
+							counts[p][0].Add(1)
+						case mode == "closed" && res.StatusCode == 503 && res.Header.Get("Retry-After") != "",
+							mode == "open" && res.StatusCode == 200:
+							counts[p][1].Add(1)
+						default:
+							t.Errorf("phase %d: status %d, headers %v", p, res.StatusCode, res.Header)
+							return
+						}
+					}
+				})
+			}
+			time.Sleep(300 * time.Millisecond)
+			cl.Kill(t, sh.Master)
+			phase.Store(1)
+			time.Sleep(300 * time.Millisecond) // requests meet the dead master
+			took := cl.Failover(t, sh.Replica, 15*time.Second)
+			phase.Store(2)
+			for deadline := time.Now().Add(10 * time.Second); counts[2][0].Load() < 50 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			close(stop)
+			wg.Wait()
+			t.Logf("fail %s: limited/failing %s before the kill %d/%d, until the takeover %d/%d, after %d/%d; slowest %v; takeover %v",
+				mode, mode, counts[0][0].Load(), counts[0][1].Load(), counts[1][0].Load(), counts[1][1].Load(),
+				counts[2][0].Load(), counts[2][1].Load(), time.Duration(slowest.Load()).Round(time.Millisecond), took.Round(time.Millisecond))
+			if counts[0][0].Load() == 0 || counts[1][1].Load() == 0 || counts[2][0].Load() < 50 {
+				t.Errorf("want limited answers before the kill, failing %s ones after it, and limited ones again after the takeover", mode)
+			}
+			// The store's timeout, twice at most (reserve, then settle),
+			// and scheduling slack.
+			if d := time.Duration(slowest.Load()); d > 2*timeout+redistest.Slack {
+				t.Errorf("a request took %v, store timeout %v", d, timeout)
 			}
 		})
 	}

@@ -250,6 +250,16 @@ type Store interface {
 	Balance(ctx context.Context, scope budget.Scope) (budget.Balance, error)
 }
 
+// Pinger is implemented by stores whose state lives in a backend that can
+// be unreachable, such as admission/redisstore's Redis: Ping reports
+// whether the backend answers now, returning nil if it does and otherwise
+// why not, within the store's own timeout. Readiness checks use it (see
+// gatekit.Gate.Ready); stores in memory do not implement it, as they
+// always answer.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // Validate reports why r cannot be reserved, or nil if it can. The error
 // wraps ErrInvalidRequest. Every store checks it first; it is exported for
 // stores in other packages.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/gatekit/gatekit/bench"
 )
@@ -127,3 +129,44 @@ func BenchmarkMemory(b *testing.B) { benchmarkScenarios(b, false) }
 // BenchmarkRedis runs gatekit's admission/redisstore and redis_rate against one
 // redis-server, RedisInFlight requests in flight.
 func BenchmarkRedis(b *testing.B) { benchmarkScenarios(b, true) }
+
+// TestLoadAnswersInEveryMode runs the HTTP load scenario briefly in every
+// mode, with and without Idempotency-Key: every request is answered 200,
+// and on Redis a request runs exactly 2 scripts (reserve, settle), 4 with
+// an Idempotency-Key (begin and complete besides).
+func TestLoadAnswersInEveryMode(t *testing.T) {
+	for _, mode := range []string{bench.ModeMemory, bench.ModeDurable, bench.ModeRedis} {
+		for _, idem := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/idempotency=%v", mode, idem), func(t *testing.T) {
+				cfg := bench.LoadConfig{Mode: mode, Idempotency: idem, Keys: 8, Conns: 4,
+					Duration: 200 * time.Millisecond, Warmup: 100 * time.Millisecond}
+				if mode == bench.ModeRedis {
+					srv, err := suite.Redis()
+					if errors.Is(err, bench.ErrNoRedis) {
+						t.Skip(err)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					cfg.Redis = srv
+				}
+				res, err := bench.RunLoad(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Requests == 0 || res.Failed > 0 || res.P99 == 0 {
+					t.Fatalf("%+v", res)
+				}
+				if mode == bench.ModeRedis {
+					want := 2.0
+					if idem {
+						want = 4
+					}
+					if math.Abs(res.Scripts-want) > 0.05 {
+						t.Errorf("%.2f scripts per request, want %v", res.Scripts, want)
+					}
+				}
+			})
+		}
+	}
+}

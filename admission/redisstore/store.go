@@ -60,6 +60,35 @@
 // good. A Redis that evicts keys under memory pressure loses spend: run it
 // with maxmemory-policy noeviction.
 //
+// # Replication and failover
+//
+// Redis replicates asynchronously: a master acknowledges a script before
+// its replicas have the writes. When a master fails and its replica takes
+// over (Redis Cluster's failover, or Sentinel's), what the replica had not
+// received is gone: settles, whose spend then vanishes and can be spent
+// again; reservations, whose holds vanish (for at most their TTL) and
+// whose settles then return admission.ErrUnknownReservation, recording
+// nothing; and units taken from buckets. On loopback a replica trails by
+// well under a millisecond; behind a partition or an overloaded link, by
+// as long as the link lags. TestFailoverLosesOnlyUnreplicatedSpend
+// measures it, with a replica held 300ms behind.
+//
+// Config.SettleReplicas makes each Settle wait, in the same round trip,
+// until that many replicas have it (WAIT). A Settle that returns nil is
+// then on a replica and survives its master's failover; one that returns
+// ErrNotReplicated was recorded by the master only, as every settle is
+// without the setting. Reservations are not waited for: what a failover can
+// still lose is the spend of requests reserved in the replica's lag before
+// it, each at most its Cost, each reported by its Settle as an unknown
+// reservation. While a master has no live replica, every Settle waits the
+// whole SettleWait and returns ErrNotReplicated.
+//
+// During a failover, calls on the failed master's slots fail within the
+// Timeout (so the middleware fails open or closed, as configured) until
+// the replica has taken over; a failed call has a ClusterClient reload the
+// cluster's layout, so the next calls reach the new master. Calls batched
+// with them (autopipelining) can time out with them, on any master.
+//
 // # Exact arithmetic
 //
 // Lua's numbers are float64, exact for integers below 2^53. Bucket values
@@ -77,6 +106,7 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -99,7 +129,18 @@ const (
 	DefaultPrefix = "gatekit:adm:"
 	// DefaultTimeout bounds each call when Config.Timeout is 0.
 	DefaultTimeout = rediscall.DefaultTimeout
+	// DefaultSettleWait is how long a Settle waits for its replicas when
+	// Config.SettleReplicas is set and Config.SettleWait is 0 (or half the
+	// Timeout, if that is shorter).
+	DefaultSettleWait = 50 * time.Millisecond
 )
+
+// ErrNotReplicated is returned, wrapped, by a Settle that Redis recorded
+// but fewer than Config.SettleReplicas replicas acknowledged within
+// Config.SettleWait. The settlement stands and must not be retried (a
+// retry returns admission.ErrUnknownReservation); it is lost only if its
+// master fails before a replica has it. Test for it with errors.Is.
+var ErrNotReplicated = errors.New("redisstore: settle not acknowledged by enough replicas in time")
 
 // margin is how long every key outlives its last possible use, to absorb
 // differences between the clocks that compute and enforce expiries.
@@ -147,6 +188,21 @@ type Config struct {
 	// Location is the time zone of the budgets' calendar periods; default
 	// UTC.
 	Location *time.Location
+	// SettleReplicas makes every Settle wait until that many replicas
+	// have its writes, by a WAIT sent right behind the script, in the same
+	// round trip, on a connection of the call's own (so never batched); 0,
+	// the default, waits for none. Redis replicates asynchronously: without
+	// it, a settle acknowledged just before its master fails can be missing
+	// from the replica that takes over, and the spend it recorded with it
+	// (see the package documentation). With it, a Settle that returns nil
+	// is on that many replicas; one whose replicas did not answer in time
+	// returns an error wrapping ErrNotReplicated. It needs a *redis.Client
+	// or a *redis.ClusterClient.
+	SettleReplicas int
+	// SettleWait bounds the wait of SettleReplicas, within the Timeout:
+	// default DefaultSettleWait or half the Timeout, whichever is shorter.
+	// It must be shorter than the Timeout, and is used to the millisecond.
+	SettleWait time.Duration
 	// Now is the clock, read to the millisecond; default time.Now. Its
 	// time is sent to each script, so every instance sharing the store
 	// should have a clock in agreement with the others' (see the package
@@ -170,9 +226,14 @@ type Store struct {
 	now                      func() time.Time
 	loc                      *time.Location
 	ttl, grace               int64 // ms
+	replicas                 int
+	settleWait               time.Duration
 }
 
-var _ admission.Store = (*Store)(nil)
+var (
+	_ admission.Store  = (*Store)(nil)
+	_ admission.Pinger = (*Store)(nil)
+)
 
 // New returns a Store that keeps its state in client, configured by cfg;
 // nil means the defaults.
@@ -201,6 +262,22 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.SettleReplicas < 0 || c.SettleWait < 0 {
+		return nil, fmt.Errorf("redisstore: negative SettleReplicas or SettleWait (%d, %v)", c.SettleReplicas, c.SettleWait)
+	}
+	if c.SettleReplicas > 0 {
+		if err := call.CanWait(); err != nil {
+			return nil, err
+		}
+		timeout := cmp.Or(c.Timeout, DefaultTimeout)
+		if c.SettleWait == 0 {
+			c.SettleWait = min(DefaultSettleWait, timeout/2)
+		}
+		c.SettleWait = max(c.SettleWait.Round(time.Millisecond), time.Millisecond)
+		if c.SettleWait >= timeout {
+			return nil, fmt.Errorf("redisstore: SettleWait %v is not shorter than the Timeout %v", c.SettleWait, timeout)
+		}
+	}
 	if c.TTL == 0 {
 		c.TTL = admission.DefaultTTL
 	}
@@ -223,6 +300,9 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 		loc:     c.Location,
 		ttl:     ceilMillis(c.TTL),
 		grace:   ceilMillis(c.SettleGrace),
+
+		replicas:   c.SettleReplicas,
+		settleWait: c.SettleWait,
 	}, nil
 }
 
@@ -405,7 +485,16 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 		args[at] = m
 	}
 
-	v, err := s.call.Int64s(ctx, "settle", s.settle, keys, args...)
+	var (
+		v     []int64
+		acked int64
+		err   error
+	)
+	if s.replicas > 0 {
+		v, acked, err = s.call.Int64sWait(ctx, "settle", s.settle, keys, s.replicas, s.settleWait, args...)
+	} else {
+		v, err = s.call.Int64s(ctx, "settle", s.settle, keys, args...)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -416,8 +505,15 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 		return res, fmt.Errorf("%w: %v", admission.ErrUnknownReservation, id)
 	}
 	res.Expired = v[0] == 1
+	if acked < int64(s.replicas) {
+		return res, fmt.Errorf("%w: %v: %d of %d replicas within %v", ErrNotReplicated, id, acked, s.replicas, s.settleWait)
+	}
 	return res, nil
 }
+
+// Ping implements admission.Pinger: it reports whether Redis (on a
+// Cluster, every master) answers PING within the Timeout.
+func (s *Store) Ping(ctx context.Context) error { return s.call.Ping(ctx) }
 
 // Balance implements admission.Store.Balance.
 func (s *Store) Balance(ctx context.Context, scope budget.Scope) (budget.Balance, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,13 +24,19 @@ import (
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
-// redisServer is this package's redis-server, started by the first test that
+// redisServer is this package's redis-server, and redisCluster its Redis
+// Cluster (3 masters, 3 replicas), each started by the first test that
 // needs it and stopped by TestMain.
-var redisServer = redistest.New()
+var (
+	redisServer  = redistest.New()
+	redisCluster = redistest.NewCluster()
+)
 
 func TestMain(m *testing.M) {
-	m.Run()
+	code := m.Run()
 	redisServer.Close()
+	redisCluster.Close()
+	os.Exit(code)
 }
 
 var ctx = context.Background()
@@ -70,20 +77,24 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// TestConformanceOnCluster runs the suite on a Redis Cluster, which
-// refuses any script whose KEYS are not all in one hash slot. (That the
-// one key Reserve does not declare shares the slot too is checked by
+// TestConformanceOnCluster runs the suite on a Redis Cluster of three
+// masters and their replicas through redis.NewClusterClient, batched and
+// not: each script runs on the master serving its Tag's slot, and the
+// cluster refuses any script whose KEYS are not all in that slot. (That the one key
+// Reserve does not declare shares the slot too is checked by
 // TestKeysShareTheTagAndExpire.)
 func TestConformanceOnCluster(t *testing.T) {
-	client := redistest.StartCluster(t)
-	n := 0
-	admissiontest.Run(t, func(t *testing.T, cfg admissiontest.Config) admission.Store {
-		n++
-		return newStore(t, client, &redisstore.Config{
-			Prefix: fmt.Sprintf("test%d:", n), Timeout: redistest.SlowTimeout,
-			TTL: cfg.TTL, SettleGrace: cfg.SettleGrace, Location: cfg.Location, Now: cfg.Now,
+	for _, b := range batching {
+		t.Run(b.name, func(t *testing.T) {
+			client := redisCluster.Client(t)
+			admissiontest.Run(t, func(t *testing.T, cfg admissiontest.Config) admission.Store {
+				return newStore(t, client, &redisstore.Config{
+					Prefix: redisCluster.KeyPrefix(t), Timeout: redistest.SlowTimeout, Unbatched: b.unbatched,
+					TTL: cfg.TTL, SettleGrace: cfg.SettleGrace, Location: cfg.Location, Now: cfg.Now,
+				})
+			})
 		})
-	})
+	}
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
@@ -93,6 +104,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"negative timeout":     {Timeout: -time.Second},
 		"negative TTL":         {TTL: -time.Second},
 		"negative SettleGrace": {SettleGrace: -time.Second},
+		"negative replicas":    {SettleReplicas: -1},
+		"negative SettleWait":  {SettleReplicas: 1, SettleWait: -time.Second},
+		"wait past Timeout":    {SettleReplicas: 1, SettleWait: 100 * time.Millisecond, Timeout: 100 * time.Millisecond},
 	} {
 		if _, err := redisstore.New(client, cfg); err == nil {
 			t.Errorf("%s: New accepted %+v", name, cfg)
@@ -103,6 +117,40 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := redisstore.New(client, nil); err != nil {
 		t.Errorf("New with a nil Config: %v", err)
+	}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	if _, err := redisstore.New(ring, &redisstore.Config{SettleReplicas: 1}); err == nil {
+		t.Error("New accepted SettleReplicas on a Ring, which cannot send WAIT to a key's master")
+	}
+}
+
+// TestSettleWithoutAReplicaIsRecordedAndReported: with SettleReplicas 1 on
+// a server that has no replica, Settle records the spend, waits
+// SettleWait, and reports ErrNotReplicated; a retry is refused as unknown.
+func TestSettleWithoutAReplicaIsRecordedAndReported(t *testing.T) {
+	const wait = 20 * time.Millisecond
+	store := newStore(t, redisServer.Client(t), &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Timeout: redistest.SlowTimeout,
+		SettleReplicas: 1, SettleWait: wait})
+	r := fullRequest("acct")
+	res, err := store.Reserve(ctx, r)
+	if err != nil || !res.Allowed {
+		t.Fatalf("Reserve: %+v, %v", res, err)
+	}
+	start := time.Now()
+	_, err = store.Settle(ctx, r, res.ID, admission.Usage{Cost: 700})
+	took := time.Since(start)
+	if !errors.Is(err, redisstore.ErrNotReplicated) {
+		t.Fatalf("Settle: %v, want ErrNotReplicated", err)
+	}
+	if took < wait || took > wait+redistest.Slack {
+		t.Errorf("Settle took %v, SettleWait %v", took, wait)
+	}
+	if b, err := store.Balance(ctx, r.Budgets[0]); err != nil || b.Spent != 700 || b.Held != 0 {
+		t.Fatalf("Balance: %+v, %v; want 700 spent, nothing held", b, err)
+	}
+	if _, err := store.Settle(ctx, r, res.ID, admission.Usage{Cost: 700}); !errors.Is(err, admission.ErrUnknownReservation) {
+		t.Fatalf("second Settle: %v, want ErrUnknownReservation", err)
 	}
 }
 
@@ -131,9 +179,18 @@ func fullRequest(tag string) *admission.Request {
 // reporting ten times what it reserved. No cap is passed by one unit: the
 // budget is spent and the tokens taken exactly to their limits, the spend
 // is exactly what was settled, and no more than 8 requests ever run at once.
+// It runs on one redis-server and on the Redis Cluster, each instance with
+// a client of its own, calls batched through its autopipeliner.
 func TestExactAcrossInstances(t *testing.T) {
-	redisServer.Ready(t)
-	prefix := redisServer.KeyPrefix(t)
+	t.Run("server", func(t *testing.T) {
+		testExactAcrossInstances(t, redisServer.KeyPrefix(t), func() redis.UniversalClient { return redisServer.Client(t) })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		testExactAcrossInstances(t, redisCluster.KeyPrefix(t), func() redis.UniversalClient { return redisCluster.Client(t) })
+	})
+}
+
+func testExactAcrossInstances(t *testing.T, prefix string, newClient func() redis.UniversalClient) {
 	const (
 		instances, goroutines, each = 3, 32, 10
 		parallel                    = 8
@@ -154,7 +211,7 @@ func TestExactAcrossInstances(t *testing.T) {
 
 	var stores []*redisstore.Store
 	for range instances {
-		client := redisServer.Client(t)
+		client := newClient()
 		var wg sync.WaitGroup
 		for range goroutines {
 			wg.Go(func() { client.Ping(ctx) })

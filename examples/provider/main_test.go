@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,11 +18,17 @@ import (
 // port, and stops it when the test ends.
 func startDemo(t *testing.T, args ...string) string {
 	t.Helper()
+	return startDemoLogging(t, io.Discard, args...)
+}
+
+// startDemoLogging is startDemo writing the demo's log to stderr.
+func startDemoLogging(t *testing.T, stderr io.Writer, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"-addr", "127.0.0.1:0"}, args...), func(string) string { return "" }, io.Discard, func(a string) { addrc <- a })
+		done <- run(ctx, append([]string{"-addr", "127.0.0.1:0"}, args...), func(string) string { return "" }, stderr, func(a string) { addrc <- a })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -98,4 +107,53 @@ func TestDemoRejectsABadConfig(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for a missing config file")
 	}
+}
+
+// TestDemoWithRedisDownWarnsAndIsNotReady: started while its Redis is down,
+// the demo warns at start, stays alive (/healthz 200) and reports itself
+// not ready (/readyz 503, naming the store) until Redis is back.
+func TestDemoWithRedisDownWarnsAndIsNotReady(t *testing.T) {
+	rs := redistest.Start(t)
+	addr := rs.Addr()
+	if err := rs.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	base := startDemoLogging(t, logs, "-redis", "redis://"+addr+"/0")
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "store not answering at start") {
+		t.Fatalf("no warning at start with Redis down; logs:\n%s", logs.String())
+	}
+	if code, _ := get(t, base+"/healthz", ""); code != 200 {
+		t.Fatalf("/healthz with Redis down: %d, want 200", code)
+	}
+	if code, body := get(t, base+"/readyz", ""); code != 503 || !strings.Contains(body, "admission store") {
+		t.Fatalf("/readyz with Redis down: %d %q, want 503 naming the admission store", code, body)
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"readyz") {
+		t.Errorf("the readiness failure was not logged")
+	}
+	rs.RestartAndRetry(t, func() error {
+		if code, body := get(t, base+"/readyz", ""); code != 200 {
+			return fmt.Errorf("/readyz: %d %q", code, body)
+		}
+		return nil
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the demo's log and the test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -92,6 +92,10 @@ type Store struct {
 
 var _ idempotency.Store = (*Store)(nil)
 
+// Ping reports whether Redis (on a Cluster, every master) answers PING
+// within the Timeout, for readiness checks (it is an admission.Pinger).
+func (s *Store) Ping(ctx context.Context) error { return s.call.Ping(ctx) }
+
 // New returns a Store that keeps its entries in client, configured by cfg;
 // nil means the defaults.
 //

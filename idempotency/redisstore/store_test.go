@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -19,13 +20,19 @@ import (
 	"github.com/gatekit/gatekit/internal/redistest"
 )
 
-// redisServer is this package's redis-server, started by the first test that
+// redisServer is this package's redis-server, and redisCluster its Redis
+// Cluster (3 masters, 3 replicas), each started by the first test that
 // needs it and stopped by TestMain.
-var redisServer = redistest.New()
+var (
+	redisServer  = redistest.New()
+	redisCluster = redistest.NewCluster()
+)
 
 func TestMain(m *testing.M) {
-	m.Run()
+	code := m.Run()
 	redisServer.Close()
+	redisCluster.Close()
+	os.Exit(code)
 }
 
 func newStore(tb testing.TB, client redis.UniversalClient, cfg *redisstore.Config) *redisstore.Store {
@@ -41,6 +48,16 @@ func TestStoreConformance(t *testing.T) {
 	client := redisServer.Client(t)
 	idempotencytest.Run(t, func(t *testing.T, now func() time.Time) idempotency.Store {
 		return newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t), Now: now, Timeout: redistest.SlowTimeout})
+	})
+}
+
+// TestStoreConformanceOnCluster runs the suite on a Redis Cluster of three
+// masters and their replicas through redis.NewClusterClient, calls batched
+// through its autopipeliner.
+func TestStoreConformanceOnCluster(t *testing.T) {
+	client := redisCluster.Client(t)
+	idempotencytest.Run(t, func(t *testing.T, now func() time.Time) idempotency.Store {
+		return newStore(t, client, &redisstore.Config{Prefix: redisCluster.KeyPrefix(t), Now: now, Timeout: redistest.SlowTimeout})
 	})
 }
 

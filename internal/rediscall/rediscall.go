@@ -150,7 +150,9 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 // cached) and returns its reply, by the Caller's Timeout or ctx's deadline,
 // whichever comes first, at the latest.
 //
-// A failure is returned as "redisstore: " + op + ": " and the cause; when a
+// A failure is returned as "redisstore: " + op + ": " and the cause, and
+// has a ClusterClient reload the cluster's layout, so that later calls find
+// a slot's new master after a failover; when a
 // deadline or cancellation of the context ended the call, the error wraps
 // the context's error too (context.DeadlineExceeded, context.Canceled), even
 // where go-redis reports it as a network timeout.
@@ -218,6 +220,7 @@ func run[T any, C replyCmd[T]](ctx context.Context, c *Caller, op string, s *Scr
 		}
 	}
 	if err != nil {
+		c.reload(ctx)
 		var zero T
 		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 			// go-redis reports a deadline met during I/O as a network
@@ -227,6 +230,17 @@ func run[T any, C replyCmd[T]](ctx context.Context, c *Caller, op string, s *Scr
 		return zero, fmt.Errorf("redisstore: %s: %w", op, err)
 	}
 	return v, nil
+}
+
+// reload has a ClusterClient reload the cluster's layout in the
+// background, after a failed call: the master it called may have died and
+// its replica taken over, or the slot moved. go-redis does so itself on a
+// MOVED reply, not on a connection refused by a dead master; reloads are
+// coalesced, at most one every 200ms.
+func (c *Caller) reload(ctx context.Context) {
+	if cc, ok := c.client.(*redis.ClusterClient); ok {
+		cc.ReloadState(ctx)
+	}
 }
 
 // bound returns ctx limited to c's Timeout from now. A ctx whose deadline
@@ -275,4 +289,122 @@ func process[T any, C replyCmd[T]](ctx context.Context, c *Caller, batched bool,
 		return zero, err
 	}
 	return cmd.Result()
+}
+
+// Ping reports whether Redis answers PING within the Caller's Timeout (or
+// ctx's deadline, if sooner): on a ClusterClient, every master must. The
+// error starts "redisstore: ping: ".
+func (c *Caller) Ping(ctx context.Context) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	var err error
+	switch cl := c.client.(type) {
+	case *redis.ClusterClient:
+		err = cl.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.Ping(ctx).Err() })
+	default:
+		err = c.client.Ping(ctx).Err()
+	}
+	if err != nil {
+		c.reload(ctx)
+		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+			return fmt.Errorf("redisstore: ping: %w: %w", ctxErr, err)
+		}
+		return fmt.Errorf("redisstore: ping: %w", err)
+	}
+	return nil
+}
+
+// CanWait reports why the Caller cannot run Int64sWait, or nil if it can:
+// the client must be a *redis.Client (a server, or Sentinel's failover
+// client) or a *redis.ClusterClient, whose connection to a key's master it
+// can reach.
+func (c *Caller) CanWait() error {
+	switch c.client.(type) {
+	case *redis.Client, *redis.ClusterClient:
+		return nil
+	}
+	return fmt.Errorf("redisstore: waiting for replicas needs a *redis.Client or *redis.ClusterClient, not %T", c.client)
+}
+
+// Int64sWait is Int64s followed, in the same round trip and on the same
+// connection of the master serving keys[0], by WAIT replicas wait: Redis
+// answers once that many replicas have every write made on the connection
+// so far, the script's included, or once wait has passed. It returns the
+// script's reply and how many replicas acknowledged it. Since WAIT holds
+// its connection, the call is never batched. The Caller's Timeout bounds
+// the whole call, wait included.
+func (c *Caller) Int64sWait(ctx context.Context, op string, s *Script, keys []string, replicas int, wait time.Duration,
+	args ...any) ([]int64, int64, error) {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	type reply struct {
+		v     []int64
+		acked int64
+		err   error
+	}
+	call := func() reply {
+		var r reply
+		r.v, r.acked, r.err = c.evalWait(ctx, s, keys, replicas, wait, args)
+		return r
+	}
+	var r reply
+	if c.honoursDeadlines {
+		r = call()
+	} else {
+		done := make(chan reply, 1)
+		go func() { done <- call() }()
+		select {
+		case r = <-done:
+		case <-ctx.Done():
+			r.err = ctx.Err()
+		}
+	}
+	if r.err != nil {
+		c.reload(ctx)
+		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(r.err, ctxErr) {
+			return nil, 0, fmt.Errorf("redisstore: %s: %w: %w", op, ctxErr, r.err)
+		}
+		return nil, 0, fmt.Errorf("redisstore: %s: %w", op, r.err)
+	}
+	return r.v, r.acked, nil
+}
+
+// evalWait sends s and WAIT in one pipeline to the master of keys[0], by
+// EVALSHA and, if Redis does not have the script, again by EVAL.
+func (c *Caller) evalWait(ctx context.Context, s *Script, keys []string, replicas int, wait time.Duration, args []any) ([]int64, int64, error) {
+	var node *redis.Client
+	switch cl := c.client.(type) {
+	case *redis.Client:
+		node = cl
+	case *redis.ClusterClient:
+		var err error
+		if node, err = cl.MasterForKey(ctx, keys[0]); err != nil {
+			return nil, 0, err
+		}
+	default:
+		return nil, 0, c.CanWait()
+	}
+	v, n, err := pipeWait(ctx, node, s, false, keys, replicas, wait, args)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return pipeWait(ctx, node, s, true, keys, replicas, wait, args)
+	}
+	return v, n, err
+}
+
+// pipeWait sends s (by EVAL with source, else EVALSHA) and WAIT in one
+// pipeline to node.
+func pipeWait(ctx context.Context, node *redis.Client, s *Script, source bool, keys []string, replicas int,
+	wait time.Duration, args []any) ([]int64, int64, error) {
+	p := node.Pipeline()
+	cmd := redis.NewIntSliceCmd(ctx, evalArgs(s, source, keys, args)...)
+	ack := redis.NewIntCmd(ctx, "wait", replicas, wait.Milliseconds())
+	_ = p.Process(ctx, cmd)
+	_ = p.Process(ctx, ack)
+	_, _ = p.Exec(ctx) // the errors are the commands'
+	v, err := cmd.Result()
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := ack.Result()
+	return v, n, err
 }

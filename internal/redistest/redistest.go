@@ -18,8 +18,11 @@
 //
 // A test that stops, pauses or restarts Redis gets a server of its own from
 // Start, and checks a store's calls against it with FailsFastWhileStopped,
-// TimesOutWhileHung and RestartAndRetry. When redis-server is not installed,
-// tests that need it are skipped, except when the environment variable CI is
+// TimesOutWhileHung and RestartAndRetry. A Cluster is the same for Redis
+// Cluster: three masters and three replicas, shared per package
+// (NewCluster) or a test's own (StartCluster, for tests that kill nodes).
+// When redis-server (or, for a Cluster, redis-cli) is not installed, tests
+// that need it are skipped, except when the environment variable CI is
 // "true": there they fail, so that a CI job can never pass by skipping.
 package redistest
 

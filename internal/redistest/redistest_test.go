@@ -2,6 +2,7 @@ package redistest_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -131,5 +132,56 @@ func TestProxyForwardsAndDrops(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no PING answer 2s after the proxy forwarded again")
 		}
+	}
+}
+
+// TestClusterFailsOverToTheReplica: a cluster of three masters with a
+// replica each serves keys of every slot; after its master is killed, a
+// key's replica takes over with what had reached it.
+func TestClusterFailsOverToTheReplica(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	client := cl.Client(t)
+	ctx := context.Background()
+	masters := 0
+	if err := client.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		masters++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if masters != redistest.ClusterMasters {
+		t.Fatalf("%d masters, want %d", masters, redistest.ClusterMasters)
+	}
+	for i := range 100 {
+		if err := client.Set(ctx, fmt.Sprint("k", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh := cl.ShardOf(t, "k1")
+	// Let the replica have the write before the master dies.
+	if err := client.Do(ctx, "wait", 1, 1000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	master, _ := client.MasterForKey(ctx, "k1")
+	if n, err := master.Do(ctx, "wait", 1, 1000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT on the master of k1: %d, %v", n, err)
+	}
+	cl.Kill(t, sh.Master)
+	took := cl.Failover(t, sh.Replica, 10*time.Second)
+	t.Logf("replica %s took over from %s in %v", sh.Replica, sh.Master, took)
+	client.ReloadState(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v, err := client.Get(ctx, "k1").Int()
+		if err == nil {
+			if v != 1 {
+				t.Fatalf("k1 = %d after the failover, want 1", v)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("k1 after the failover: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -5,6 +5,7 @@
 package app
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -33,9 +34,30 @@ func New(cfg gatekit.Config) (*echo.Echo, *gatekit.Gate, error) {
 	v1.POST("/chat/completions", chatCompletions)
 	v1.POST("/messages", messages)
 	v1.POST("/audio/transcriptions", transcribe)
+	// Liveness: the process answers. Readiness: its stores answer too.
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/readyz", readiness(gate))
 	middleware.HeadForGet(e)
 	return e, gate, nil
+}
+
+// readiness answers 200 "ready" while every store of gate answers, and
+// otherwise 503 naming the store that does not (its error is logged, not
+// sent): a load balancer stops routing to an instance whose Redis it cannot
+// reach, while /healthz keeps it alive.
+func readiness(gate *gatekit.Gate) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := gate.Ready(c.Request().Context())
+		if err == nil {
+			return c.String(http.StatusOK, "ready\n")
+		}
+		reason := "not ready"
+		if nr, ok := errors.AsType[*gatekit.NotReadyError](err); ok {
+			reason = "not ready: the " + nr.Store + " store is not answering"
+		}
+		gate.Config().Logger.Warn("readyz: "+reason, "error", err.Error())
+		return c.String(http.StatusServiceUnavailable, reason+"\n")
+	}
 }
 
 // statusRoute is the route GET /v1/key reports limits on, by the value of
