@@ -3,6 +3,7 @@ package admission_test
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/gatekit/gatekit/admission"
 	"github.com/gatekit/gatekit/budget"
@@ -14,7 +15,9 @@ import (
 // rest. A second request that asks for more tokens than are left takes
 // nothing.
 func ExampleMemory() {
-	store, _ := admission.NewMemory(nil)
+	// A fixed clock keeps the printed wait exact; a service leaves Now unset.
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	store, _ := admission.NewMemory(&admission.MemoryConfig{Now: func() time.Time { return now }})
 	ctx := context.Background()
 	r := &admission.Request{
 		Tag: "acme",
