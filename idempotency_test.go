@@ -200,3 +200,29 @@ func TestStreamedResponsesReplayAsTheSameStream(t *testing.T) {
 		t.Fatalf("replay differs:\n%s\n---\n%s", first, second)
 	}
 }
+
+// TestAnthropicReplayCarriesItsOwnRequestID: on an Anthropic route a
+// replay names its own request in request-id, the same id as X-Request-Id,
+// and no rate-limit state of the first response.
+func TestAnthropicReplayCarriesItsOwnRequestID(t *testing.T) {
+	cfg := idempotentConfig()
+	cfg.Routes = map[string]gatekit.RouteConfig{"POST /v1/work": {Shape: apierrors.ShapeAnthropic, LimitConfig: gatekit.LimitConfig{RPM: 100}}}
+	srv, _ := billedServer(t, cfg, nil)
+	first := workWithKey(t, srv.Client(), srv.URL, "sk-1", "replay-1", workBody(5))
+	readAll(t, first)
+	second := workWithKey(t, srv.Client(), srv.URL, "sk-1", "replay-1", workBody(5))
+	readAll(t, second)
+	if second.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("second request was not replayed: %v", second.Header)
+	}
+	id, anthropicID := second.Header.Get(middleware.HeaderRequestID), second.Header.Get(apierrors.HeaderAnthropicRequestID)
+	if id == "" || id == first.Header.Get(middleware.HeaderRequestID) || anthropicID != id {
+		t.Errorf("replay's X-Request-Id %q, request-id %q; the first response's %q", id, anthropicID, first.Header.Get(middleware.HeaderRequestID))
+	}
+	if h := second.Header.Get("Anthropic-Ratelimit-Requests-Remaining"); h != "" {
+		t.Errorf("replay repeats the first response's anthropic-ratelimit-requests-remaining: %q", h)
+	}
+	if first.Header.Get("Anthropic-Ratelimit-Requests-Remaining") == "" {
+		t.Errorf("the first response carries no anthropic-ratelimit headers: %v", first.Header)
+	}
+}

@@ -184,15 +184,16 @@ func replay(c echo.Context, r *idempotency.Record) error {
 }
 
 // dropHeader reports whether a header is left out of a kept response: it
-// describes the connection, this response's own request, or rate-limit
-// state that a replay does not touch.
+// describes the connection, this response's own request (X-Request-Id and
+// Anthropic's request-id), or rate-limit state, in either dialect, that a
+// replay does not touch.
 func dropHeader(k string) bool {
 	switch k {
 	case "Connection", "Content-Length", "Date", "Keep-Alive", "Transfer-Encoding", "Set-Cookie",
-		HeaderRequestID, "Ratelimit", "Ratelimit-Policy":
+		HeaderRequestID, apierrors.HeaderAnthropicRequestID, "Ratelimit", "Ratelimit-Policy":
 		return true
 	}
-	return strings.HasPrefix(k, "X-Ratelimit-")
+	return strings.HasPrefix(k, "X-Ratelimit-") || strings.HasPrefix(k, "Anthropic-Ratelimit-")
 }
 
 // keptHeaders copies the headers a replay repeats.
