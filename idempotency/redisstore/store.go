@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gatekit/gatekit/idempotency"
+	"github.com/gatekit/gatekit/internal/idemrecord"
 	"github.com/gatekit/gatekit/internal/rediscall"
 )
 
@@ -161,7 +162,7 @@ func (s *Store) Begin(ctx context.Context, key, fingerprint string, lease time.D
 		return idempotency.Begin{State: st}, nil
 	case code == int64(idempotency.Completed) && len(reply) == 2:
 		blob, _ := reply[1].(string)
-		rec, err := decodeRecord(blob, fingerprint)
+		rec, err := idemrecord.Decode(blob, fingerprint)
 		if err != nil {
 			return idempotency.Begin{}, fmt.Errorf("redisstore: begin: %s: %w", s.Key(key), err)
 		}
@@ -184,7 +185,7 @@ func (s *Store) Complete(ctx context.Context, key, token string, rec idempotency
 			rec.CreatedAt = time.Now()
 		}
 	}
-	blob := appendRecord(make([]byte, 0, recordSize(&rec)), &rec)
+	blob := idemrecord.Append(make([]byte, 0, idemrecord.Size(&rec)), &rec)
 	return s.finish(ctx, "complete", key, now, token, blob, ms, exp)
 }
 

@@ -1,4 +1,4 @@
-package redisstore
+package idemrecord
 
 import (
 	"net/http"
@@ -17,11 +17,11 @@ func TestRecordEncodingRoundTrips(t *testing.T) {
 			Header:    http.Header{"A": {"1", "", "3"}, "Empty": {}, "Nil": nil, "": {"no name"}},
 			CreatedAt: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)},
 	} {
-		blob := appendRecord(nil, &rec)
-		if n := recordSize(&rec); len(blob) > n {
-			t.Errorf("%s: encoding is %d bytes, more than recordSize %d", name, len(blob), n)
+		blob := Append(nil, &rec)
+		if n := Size(&rec); len(blob) > n {
+			t.Errorf("%s: encoding is %d bytes, more than Size %d", name, len(blob), n)
 		}
-		got, err := decodeRecord(string(blob), "fp")
+		got, err := Decode(string(blob), "fp")
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -34,26 +34,26 @@ func TestRecordEncodingRoundTrips(t *testing.T) {
 
 func TestDecodeRejectsTruncatedRecords(t *testing.T) {
 	rec := idempotency.Record{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, CreatedAt: time.Unix(1, 2)}
-	blob := appendRecord(nil, &rec)
+	blob := Append(nil, &rec)
 	// Every cut before the body is an error, never a panic or a record.
 	for n := range len(blob) {
-		if got, err := decodeRecord(string(blob[:n]), "fp"); err == nil {
+		if got, err := Decode(string(blob[:n]), "fp"); err == nil {
 			t.Fatalf("%d of %d bytes decoded as %+v", n, len(blob), got)
 		}
 	}
 }
 
 func FuzzDecodeRecord(f *testing.F) {
-	f.Add(string(appendRecord(nil, &idempotency.Record{Status: 200, Body: []byte("x"),
+	f.Add(string(Append(nil, &idempotency.Record{Status: 200, Body: []byte("x"),
 		Header: http.Header{"A": {"b"}}, CreatedAt: time.Unix(5, 6)})))
 	f.Add("\x01\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")
 	f.Fuzz(func(t *testing.T, s string) {
-		rec, err := decodeRecord(s, "fp")
+		rec, err := Decode(s, "fp")
 		if err != nil {
 			return
 		}
 		// What decodes re-encodes to a record that decodes the same.
-		again, err := decodeRecord(string(appendRecord(nil, rec)), "fp")
+		again, err := Decode(string(Append(nil, rec)), "fp")
 		if err != nil {
 			t.Fatalf("re-encoding of %+v does not decode: %v", rec, err)
 		}

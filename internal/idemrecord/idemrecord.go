@@ -1,4 +1,7 @@
-package redisstore
+// Package idemrecord is the binary form in which the Redis stores keep an
+// idempotency.Record: the idempotency store, and the admission store when
+// it begins and completes idempotent requests with their reservations.
+package idemrecord
 
 import (
 	"encoding/binary"
@@ -31,8 +34,8 @@ const (
 
 var errCorrupt = errors.New("corrupt record")
 
-// appendRecord appends the encoding of r to b.
-func appendRecord(b []byte, r *idempotency.Record) []byte {
+// Append appends the encoding of r to b.
+func Append(b []byte, r *idempotency.Record) []byte {
 	var flags byte
 	if r.Stream {
 		flags |= flagStream
@@ -57,8 +60,8 @@ func appendRecord(b []byte, r *idempotency.Record) []byte {
 	return append(b, r.Body...)
 }
 
-// recordSize returns an upper bound of the length of r's encoding.
-func recordSize(r *idempotency.Record) int {
+// Size returns an upper bound of the length of r's encoding.
+func Size(r *idempotency.Record) int {
 	n := 2 + 3*binary.MaxVarintLen64 + len(r.Body)
 	for name, values := range r.Header {
 		n += 2*binary.MaxVarintLen64 + len(name)
@@ -74,10 +77,10 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// decodeRecord decodes a record encoded by appendRecord, giving it
+// Decode decodes a record encoded by Append, giving it
 // fingerprint. The record shares no memory with s; all its header names and
 // values share one allocation.
-func decodeRecord(s, fingerprint string) (*idempotency.Record, error) {
+func Decode(s, fingerprint string) (*idempotency.Record, error) {
 	d := decoder{s: s}
 	if d.byte() != recordVersion {
 		return nil, fmt.Errorf("%w: unknown version", errCorrupt)
