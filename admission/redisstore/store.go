@@ -107,11 +107,13 @@ package redisstore
 
 import (
 	"cmp"
+	"crypto/rand"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -155,7 +157,15 @@ var (
 	settleLua string
 	//go:embed lua/balance.lua
 	balanceLua string
+	//go:embed lua/once.lua
+	onceLua string
 )
+
+// onceScript is the script of operation op ("reserve" or "settle") that
+// also begins or ends an idempotency entry (see lua/once.lua).
+func onceScript(op, body string) *rediscall.Script {
+	return rediscall.NewScript(commonLua + "local once = '" + op + "'\nlocal function op()\n" + body + "\nend\n" + onceLua)
+}
 
 // Config configures a Store. The zero value (or a nil pointer) gives the
 // defaults. Stores sharing keys (the same Prefix on the same Redis) must
@@ -222,6 +232,11 @@ type Config struct {
 type Store struct {
 	call                     rediscall.Caller
 	reserve, settle, balance *rediscall.Script
+	reserveOnce, settleOnce  *rediscall.Script
+	// Tokens of idempotency markers are this Store's random prefix and a
+	// counter: unique across processes without a random draw per request.
+	tokenPrefix string
+	tokens      atomic.Uint64
 	prefix                   string
 	now                      func() time.Time
 	loc                      *time.Location
@@ -231,7 +246,7 @@ type Store struct {
 }
 
 var (
-	_ admission.Store  = (*Store)(nil)
+	_ admission.OnceStore = (*Store)(nil)
 	_ admission.Pinger = (*Store)(nil)
 )
 
@@ -295,6 +310,10 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 		reserve: rediscall.NewScript(commonLua + reserveLua),
 		settle:  rediscall.NewScript(commonLua + settleLua),
 		balance: rediscall.NewScript(commonLua + balanceLua),
+
+		reserveOnce: onceScript("reserve", reserveLua),
+		settleOnce:  onceScript("settle", settleLua),
+		tokenPrefix: rand.Text()[:16] + ".",
 		prefix:  prefix,
 		now:     c.Now,
 		loc:     c.Location,
@@ -331,22 +350,42 @@ func (s *Store) args(now time.Time, n int) []any {
 
 // Reserve implements admission.Store.Reserve.
 func (s *Store) Reserve(ctx context.Context, r *admission.Request) (admission.Result, error) {
-	var res admission.Result
 	if err := admission.Validate(r); err != nil {
-		return res, err
+		return admission.Result{}, err
 	}
+	q := s.reserveCall(r, 0)
+	v, err := s.call.Int64s(ctx, "reserve", s.reserve, q.keys, q.args...)
+	if err != nil {
+		return admission.Result{}, err
+	}
+	return q.result(r, v)
+}
+
+// reserveCall is the keys and arguments of a reserve script for r, and
+// what reading its reply needs.
+type reserveCall struct {
+	keys   []string
+	args   []any
+	params [admission.MaxRates]bucket.Params
+	ends   [admission.MaxBudgets]time.Time
+}
+
+// reserveCall returns the reserve script's call for r, with room for extra
+// more keys and arguments.
+func (s *Store) reserveCall(r *admission.Request, extra int) *reserveCall {
+	q := &reserveCall{}
 	now := s.now()
 	tp := s.tagPrefix(r.Tag)
 	nr, ns, nb := len(r.Rates), len(r.Slots), len(r.Budgets)
-	keys := make([]string, 0, 1+nr+ns+2*nb)
+	keys := make([]string, 0, 1+nr+ns+2*nb+extra)
 	keys = append(keys, tp+"seq")
 	bare := 0
 	if !r.Settles() {
 		bare = 1
 	}
-	args := s.args(now, 6+4*nr+ns+2*nb)
+	args := s.args(now, 6+4*nr+ns+2*nb+extra)
 	args = append(args, tp+"res:", nr, ns, nb, int64(r.Cost), bare)
-	var params [admission.MaxRates]bucket.Params
+	params, ends := &q.params, &q.ends
 	for i, c := range r.Rates {
 		// Validate checked the policy.
 		params[i], _ = bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
@@ -357,7 +396,6 @@ func (s *Store) Reserve(ctx context.Context, r *admission.Request) (admission.Re
 		keys = append(keys, tp+"slot:"+r.Holder+"\x00"+sl.Key)
 		args = append(args, sl.Limit)
 	}
-	var ends [admission.MaxBudgets]time.Time
 	for i, sc := range r.Budgets {
 		var start time.Time
 		var endMs int64
@@ -369,11 +407,15 @@ func (s *Store) Reserve(ctx context.Context, r *admission.Request) (admission.Re
 		keys = append(keys, b, z)
 		args = append(args, int64(sc.Limit), endMs)
 	}
+	q.keys, q.args = keys, args
+	return q
+}
 
-	v, err := s.call.Int64s(ctx, "reserve", s.reserve, keys, args...)
-	if err != nil {
-		return res, err
-	}
+// result reads the reserve script's reply v for r.
+func (q *reserveCall) result(r *admission.Request, v []int64) (admission.Result, error) {
+	var res admission.Result
+	nr, ns, nb := len(r.Rates), len(r.Slots), len(r.Budgets)
+	params, ends := &q.params, &q.ends
 	if len(v) != 7+4*nr+ns {
 		return res, fmt.Errorf("redisstore: reserve: script returned %d values, want %d", len(v), 7+4*nr+ns)
 	}
@@ -424,18 +466,58 @@ func (s *Store) Reserve(ctx context.Context, r *admission.Request) (admission.Re
 // Settle implements admission.Store.Settle.
 func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.ID, u admission.Usage) (admission.SettleResult, error) {
 	var res admission.SettleResult
-	if err := admission.Validate(r); err != nil {
+	if err := checkSettle(r, id, u); err != nil {
 		return res, err
-	}
-	if id.Tag != r.Tag {
-		return res, fmt.Errorf("%w: %v is not of tag %q", admission.ErrUnknownReservation, id, r.Tag)
-	}
-	if u.Cost < 0 {
-		return res, fmt.Errorf("%w: negative cost", admission.ErrInvalidRequest)
 	}
 	if id.Seq == 0 {
 		return res, fmt.Errorf("%w: %v", admission.ErrUnknownReservation, id)
 	}
+	keys, args := s.settleCall(r, id, u, 0)
+	v, acked, err := s.runSettle(ctx, "settle", s.settle, keys, args)
+	if err != nil {
+		return res, err
+	}
+	switch {
+	case len(v) != 1:
+		return res, fmt.Errorf("redisstore: settle: script returned %d values, want 1", len(v))
+	case v[0] == -1:
+		return res, fmt.Errorf("%w: %v", admission.ErrUnknownReservation, id)
+	}
+	res.Expired = v[0] == 1
+	if acked < int64(s.replicas) {
+		return res, fmt.Errorf("%w: %v: %d of %d replicas within %v", ErrNotReplicated, id, acked, s.replicas, s.settleWait)
+	}
+	return res, nil
+}
+
+// checkSettle returns the error of a settlement of id for r with u that
+// no store could make.
+func checkSettle(r *admission.Request, id admission.ID, u admission.Usage) error {
+	if err := admission.Validate(r); err != nil {
+		return err
+	}
+	if id.Tag != r.Tag {
+		return fmt.Errorf("%w: %v is not of tag %q", admission.ErrUnknownReservation, id, r.Tag)
+	}
+	if u.Cost < 0 {
+		return fmt.Errorf("%w: negative cost", admission.ErrInvalidRequest)
+	}
+	return nil
+}
+
+// runSettle runs a settle script, waiting for Config.SettleReplicas when
+// set, and returns its reply and how many replicas acknowledged it.
+func (s *Store) runSettle(ctx context.Context, op string, sc *rediscall.Script, keys []string, args []any) ([]int64, int64, error) {
+	if s.replicas > 0 {
+		return s.call.Int64sWait(ctx, op, sc, keys, s.replicas, s.settleWait, args...)
+	}
+	v, err := s.call.Int64s(ctx, op, sc, keys, args...)
+	return v, 0, err
+}
+
+// settleCall returns the keys and arguments of the settle script for the
+// reservation id of r with u, with room for extra more of each.
+func (s *Store) settleCall(r *admission.Request, id admission.ID, u admission.Usage, extra int) ([]string, []any) {
 	now := s.now()
 	tp := s.tagPrefix(r.Tag)
 	seq := strconv.FormatUint(id.Seq, 10)
@@ -449,9 +531,9 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 		}
 	}
 	ns, nb := len(r.Slots), len(r.Budgets)
-	keys := make([]string, 0, 1+nr+ns+4*nb)
+	keys := make([]string, 0, 1+nr+ns+4*nb+extra)
 	keys = append(keys, tp+"res:"+seq)
-	args := s.args(now, 5+4*nr+5*nb)
+	args := s.args(now, 5+4*nr+5*nb+extra)
 	args = append(args, seq, int64(min(u.Cost, r.Cost)), nr, ns, nb)
 	for _, rf := range refunds[:nr] {
 		c := r.Rates[rf[0]]
@@ -484,31 +566,7 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 		}
 		args[at] = m
 	}
-
-	var (
-		v     []int64
-		acked int64
-		err   error
-	)
-	if s.replicas > 0 {
-		v, acked, err = s.call.Int64sWait(ctx, "settle", s.settle, keys, s.replicas, s.settleWait, args...)
-	} else {
-		v, err = s.call.Int64s(ctx, "settle", s.settle, keys, args...)
-	}
-	if err != nil {
-		return res, err
-	}
-	switch {
-	case len(v) != 1:
-		return res, fmt.Errorf("redisstore: settle: script returned %d values, want 1", len(v))
-	case v[0] == -1:
-		return res, fmt.Errorf("%w: %v", admission.ErrUnknownReservation, id)
-	}
-	res.Expired = v[0] == 1
-	if acked < int64(s.replicas) {
-		return res, fmt.Errorf("%w: %v: %d of %d replicas within %v", ErrNotReplicated, id, acked, s.replicas, s.settleWait)
-	}
-	return res, nil
+	return keys, args
 }
 
 // Ping implements admission.Pinger: it reports whether Redis (on a
