@@ -107,8 +107,8 @@ package redisstore
 
 import (
 	"cmp"
-	"crypto/rand"
 	"context"
+	"crypto/rand"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -237,17 +237,17 @@ type Store struct {
 	// counter: unique across processes without a random draw per request.
 	tokenPrefix string
 	tokens      atomic.Uint64
-	prefix                   string
-	now                      func() time.Time
-	loc                      *time.Location
-	ttl, grace               int64 // ms
-	replicas                 int
-	settleWait               time.Duration
+	prefix      string
+	now         func() time.Time
+	loc         *time.Location
+	ttl, grace  int64 // ms
+	replicas    int
+	settleWait  time.Duration
 }
 
 var (
 	_ admission.OnceStore = (*Store)(nil)
-	_ admission.Pinger = (*Store)(nil)
+	_ admission.Pinger    = (*Store)(nil)
 )
 
 // New returns a Store that keeps its state in client, configured by cfg;
@@ -314,11 +314,11 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 		reserveOnce: onceScript("reserve", reserveLua),
 		settleOnce:  onceScript("settle", settleLua),
 		tokenPrefix: rand.Text()[:16] + ".",
-		prefix:  prefix,
-		now:     c.Now,
-		loc:     c.Location,
-		ttl:     ceilMillis(c.TTL),
-		grace:   ceilMillis(c.SettleGrace),
+		prefix:      prefix,
+		now:         c.Now,
+		loc:         c.Location,
+		ttl:         ceilMillis(c.TTL),
+		grace:       ceilMillis(c.SettleGrace),
 
 		replicas:   c.SettleReplicas,
 		settleWait: c.SettleWait,
