@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"github.com/gatekit/gatekit/admission"
 	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/idempotency"
 	"github.com/gatekit/gatekit/ratelimit"
 )
 
@@ -278,9 +280,10 @@ func (cfg AdmissionConfig) ToStep() (Step, error) {
 		cfg.Now = time.Now
 	}
 	a := &admitter{cfg: cfg}
+	a.once, _ = cfg.Store.(admission.OnceStore)
 	return func(c echo.Context, next echo.HandlerFunc) error {
 		if cfg.Skipper != nil && cfg.Skipper(c) {
-			return next(c)
+			return a.pass(c, next, nil)
 		}
 		return a.serve(c, next)
 	}, nil
@@ -288,8 +291,83 @@ func (cfg AdmissionConfig) ToStep() (Step, error) {
 
 type admitter struct {
 	cfg      AdmissionConfig
+	once     admission.OnceStore // Store, when it keeps idempotency entries
 	keys     keyCache
 	failures storeFailureLog
+}
+
+// pass runs a request that reserves nothing: at once, or, when an
+// idempotency step handed it its key (IdempotencyConfig.Joined), after
+// claiming the key alone, and ending it once the handler returned.
+func (a *admitter) pass(c echo.Context, next echo.HandlerFunc, p *Principal) (err error) {
+	st := state(c)
+	o := &st.once
+	if !o.joined() || a.once == nil {
+		return next(c)
+	}
+	r := admission.Request{Tag: anonymousTag}
+	if p != nil {
+		r.Tag = tagOf(p)
+	}
+	ctx := c.Request().Context()
+	_, b, err := a.once.ReserveOnce(ctx, &r, o.claim)
+	o.taken, o.begin = true, b
+	if err != nil {
+		return a.onceFailed(c, o, err, next)
+	}
+	if o.decided() {
+		return errOnceDecided
+	}
+	returned := false
+	defer func() {
+		d := admission.Done{Key: o.claim.Key, Token: o.begin.Token, Record: o.keep(c, err, returned), TTL: o.ttl}
+		if _, serr := a.once.SettleOnce(context.WithoutCancel(ctx), &r, admission.ID{}, admission.Usage{}, d); serr != nil {
+			a.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: keeping the response failed", slog.String("request_id", GetRequestID(c)), slog.String("error", serr.Error()))
+		}
+	}()
+	err = next(c)
+	returned = true
+	return err
+}
+
+// anonymousTag is the Tag of idempotency entries of requests without a
+// principal.
+const anonymousTag = "\x00anonymous"
+
+// tagOf is the Tag of p's requests: its account, else its own ID.
+func tagOf(p *Principal) string {
+	if p.Account != "" {
+		return p.Account
+	}
+	return p.ID
+}
+
+// onceFailed answers a request whose joined reservation failed in the
+// store: it runs without idempotency only when both the idempotency and
+// the admission settings fail open.
+func (a *admitter) onceFailed(c echo.Context, o *onceState, err error, next echo.HandlerFunc) error {
+	a.failures.warn(c.Request().Context(), a.cfg.Logger, "admission: store failed", slog.String("request_id", GetRequestID(c)),
+		slog.String("error", err.Error()))
+	if m := a.cfg.Metrics; m != nil {
+		m.storeFailed()
+	}
+	if o.failOpen && a.cfg.Fail == FailOpen {
+		o.failed = true
+		return next(c)
+	}
+	return apierrors.ServiceUnavailable(time.Second).WithCause(fmt.Errorf("admission store: %w", err))
+}
+
+// reserve makes the request's reservation, with its idempotency key when
+// it has one waiting (IdempotencyConfig.Joined).
+func (a *admitter) reserve(ctx context.Context, st *requestState, r *admission.Request) (admission.Result, error) {
+	o := &st.once
+	if a.once == nil || !o.pending || o.begun() {
+		return a.cfg.Store.Reserve(ctx, r)
+	}
+	res, b, err := a.once.ReserveOnce(ctx, r, o.claim)
+	o.taken, o.begin = err == nil, b
+	return res, err
 }
 
 // routeKeys are the store keys of a route's limits, the same for every
@@ -352,10 +430,10 @@ type admitted struct {
 	settled bool
 }
 
-func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
+func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) (err error) {
 	p := GetPrincipal(c)
 	if p == nil {
-		return next(c)
+		return a.pass(c, next, nil)
 	}
 	lim := a.cfg.LimitsFor(c, p)
 	var scopes []budget.Scope
@@ -363,7 +441,7 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 		scopes = a.cfg.BudgetsFor(c, p)
 	}
 	if lim.none() && len(scopes) == 0 {
-		return next(c)
+		return a.pass(c, next, p)
 	}
 	var est Estimate
 	if lim.countsTokens() || len(scopes) > 0 {
@@ -385,14 +463,24 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 	if a.cfg.Metrics != nil {
 		start = time.Now()
 	}
-	res, err := a.cfg.Store.Reserve(ctx, &ad.req)
-	if err == nil && !res.Allowed && a.shrink(ad, &res, est) {
+	res, err := a.reserve(ctx, st, &ad.req)
+	if err == nil && !res.Allowed && !st.once.decided() && a.shrink(ad, &res, est) {
 		// The default allowance did not fit the room left: ask once more
 		// for what there is room for.
-		res, err = a.cfg.Store.Reserve(ctx, &ad.req)
+		res, err = a.reserve(ctx, st, &ad.req)
 	}
 	if m := a.cfg.Metrics; m != nil {
 		m.observeStore(time.Since(start), err)
+	}
+	if err != nil && st.once.joined() && a.once != nil {
+		st.once.taken = true
+		if !st.once.failOpen {
+			return a.onceFailed(c, &st.once, err, next)
+		}
+		st.once.failed = true
+	}
+	if st.once.decided() {
+		return errOnceDecided
 	}
 	if err != nil {
 		a.failures.warn(ctx, a.cfg.Logger, "admission: store failed", slog.String("request_id", GetRequestID(c)),
@@ -415,7 +503,7 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 	}
 	ad.id = res.ID
 	st.allowance, st.admitted = ad.allowance, ad.metered()
-	if ad.id == (admission.ID{}) && a.cfg.OnSettle == nil {
+	if ad.id == (admission.ID{}) && a.cfg.OnSettle == nil && !st.once.begun() {
 		// A requests limit alone: nothing to give back, nobody to tell.
 		return next(c)
 	}
@@ -423,12 +511,21 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) error {
 	if a.cfg.InFlight != nil {
 		a.cfg.InFlight.add(st)
 	}
+	returned := false
 	defer func() {
 		// Settled also when the handler panics, before the panic goes on
 		// to Recover.
+		if st.once.begun() {
+			rec := st.once.keep(c, err, returned)
+			st.mu.Lock()
+			st.once.outcome = rec
+			st.mu.Unlock()
+		}
 		a.settle(st)
 	}()
-	return next(c)
+	err = next(c)
+	returned = true
+	return err
 }
 
 // detachedContext is a request's context without its cancellation or
@@ -472,10 +569,7 @@ func (ad *admitted) index(m Meter) int {
 func (a *admitter) plan(ad *admitted, lim Limits, scopes []budget.Scope, est Estimate) error {
 	p := ad.p
 	method, route := ad.method, ad.route
-	tag := p.Account
-	if tag == "" {
-		tag = p.ID
-	}
+	tag := tagOf(p)
 	price := a.cfg.Prices.Price(est.Model)
 	prompt := max(est.PromptTokens, 0)
 	explicit := est.MaxOutputTokens > 0
@@ -607,6 +701,12 @@ func (a *admitter) settle(st *requestState) {
 	if !reported && st.progressed {
 		u, reported = st.progress, true
 	}
+	// Without an outcome (a settlement at shutdown, before the handler
+	// returned), the key is freed.
+	var done *admission.Done
+	if st.once.begun() {
+		done = &admission.Done{Key: st.once.claim.Key, Token: st.once.begin.Token, Record: st.once.outcome, TTL: st.once.ttl}
+	}
 	st.mu.Unlock()
 	if a.cfg.InFlight != nil {
 		a.cfg.InFlight.remove(st)
@@ -657,7 +757,16 @@ func (a *admitter) settle(st *requestState) {
 		used = admission.Usage{}
 	}
 	var err error
-	if ad.id != (admission.ID{}) { // else the reservation left nothing to settle
+	switch {
+	case done != nil:
+		_, err = a.once.SettleOnce(ctx, &ad.req, ad.id, used, *done)
+		if errors.Is(err, idempotency.ErrLeaseLost) {
+			a.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: keeping the response failed", slog.String("request_id", s.RequestID), slog.String("error", err.Error()))
+			if err == idempotency.ErrLeaseLost {
+				err = nil // the settlement itself went through
+			}
+		}
+	case ad.id != (admission.ID{}): // else the reservation left nothing to settle
 		_, err = a.cfg.Store.Settle(ctx, &ad.req, ad.id, used)
 	}
 	s.Time = time.Now()

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/gatekit/gatekit/admission"
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/idempotency"
 )
@@ -30,8 +32,18 @@ type IdempotencyConfig struct {
 	// Skipper skips the middleware for a request when it returns true.
 	// Default: never skip.
 	Skipper middleware.Skipper
-	// Store keeps in-progress markers and responses. Required.
+	// Store keeps in-progress markers and responses. Required unless
+	// Joined.
 	Store idempotency.Store
+	// Joined hands the request's key to the admission step that follows
+	// this one directly (AdmissionConfig, on an admission.OnceStore such
+	// as the Redis store): the key is claimed by the request's reservation
+	// and ended by its settlement, in the same store calls, so an
+	// idempotent request costs no store round trip of its own. Store is
+	// then not used; the entries live in the admission store, under the
+	// request's Tag. A request that no admission step takes runs without
+	// idempotency, and is logged.
+	Joined bool
 	// TTL is how long a response is kept for replay. Default: 24 hours.
 	TTL time.Duration
 	// Lease is how long a running request holds its key before another
@@ -79,7 +91,7 @@ func (cfg IdempotencyConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 
 // ToStep builds the middleware described by cfg as a Step for [Chain].
 func (cfg IdempotencyConfig) ToStep() (Step, error) {
-	if cfg.Store == nil {
+	if cfg.Store == nil && !cfg.Joined {
 		return nil, fmt.Errorf("idempotency: a Store is required")
 	}
 	if cfg.Skipper == nil {
@@ -122,6 +134,9 @@ func (cfg IdempotencyConfig) serve(c echo.Context, next echo.HandlerFunc, key st
 		owner = p.ID
 	}
 	scoped := owner + "\x00" + key
+	if cfg.Joined {
+		return cfg.serveJoined(c, next, admission.Once{Key: scoped, Fingerprint: fp, Lease: cfg.Lease})
+	}
 
 	ctx := req.Context()
 	begin, err := cfg.Store.Begin(ctx, scoped, fp, cfg.Lease)
@@ -166,6 +181,83 @@ func (cfg IdempotencyConfig) serve(c echo.Context, next echo.HandlerFunc, key st
 		cfg.Logger.LogAttrs(store, slog.LevelWarn, "idempotency: keeping the response failed", slog.String("request_id", GetRequestID(c)), slog.String("error", cerr.Error()))
 	}
 	return nil
+}
+
+// onceState is an idempotent request handed to the admission step
+// (IdempotencyConfig.Joined), in the request's record.
+type onceState struct {
+	// pending is set while the request waits for the admission step;
+	// taken, once that step has made its store call.
+	pending, taken bool
+	claim          admission.Once
+	ttl            time.Duration
+	failOpen       bool
+	rec            *recorder
+	// begin is what the store found under the key; failed, that the
+	// store failed and the request runs without idempotency.
+	begin  idempotency.Begin
+	failed bool
+	// outcome is the response to keep, or nil to free the key, set under
+	// the record's lock once the handler returned.
+	outcome *idempotency.Record
+}
+
+// joined reports that the request's key waits for the admission step.
+func (o *onceState) joined() bool { return o.pending && !o.taken }
+
+// begun reports that the request holds its key.
+func (o *onceState) begun() bool { return o.taken && o.begin.State == idempotency.Started }
+
+// decided reports that the key was held or done: the request is not run.
+func (o *onceState) decided() bool {
+	return o.taken && o.begin.State != 0 && o.begin.State != idempotency.Started
+}
+
+// keep returns the response to keep for a request whose handler returned
+// err (returned is false when it panicked), or nil to free the key: the
+// rule of serve.
+func (o *onceState) keep(c echo.Context, err error, returned bool) *idempotency.Record {
+	res := c.Response()
+	if !returned || err != nil || res.Status >= 500 || !res.Committed || o.rec.overflow {
+		return nil
+	}
+	return &idempotency.Record{
+		Status: res.Status,
+		Header: keptHeaders(res.Header()),
+		Body:   o.rec.body.Bytes(),
+		Stream: isEventStream(res.Header().Get(echo.HeaderContentType)),
+	}
+}
+
+// errOnceDecided is what the admission step returns for a request whose
+// key was held or done; the idempotency step answers it.
+var errOnceDecided = errors.New("idempotency: decided by the admission store")
+
+// serveJoined is serve with the key's store calls left to the admission
+// step.
+func (cfg IdempotencyConfig) serveJoined(c echo.Context, next echo.HandlerFunc, claim admission.Once) error {
+	o := &state(c).once
+	rec := &recorder{ResponseWriter: c.Response().Writer, max: cfg.MaxBodyBytes}
+	*o = onceState{pending: true, claim: claim, ttl: cfg.TTL, failOpen: cfg.Fail == FailOpen, rec: rec}
+	c.Response().Writer = rec
+	err := next(c)
+	c.Response().Writer = rec.ResponseWriter
+	o.pending = false
+	switch {
+	case !o.taken:
+		if err == nil {
+			cfg.Logger.LogAttrs(c.Request().Context(), slog.LevelError, "idempotency: joined, but no admission step took the request; it ran without idempotency",
+				slog.String("request_id", GetRequestID(c)), slog.String("route", c.Path()))
+		}
+		return err
+	case o.begin.State == idempotency.Completed:
+		return replay(c, o.begin.Record)
+	case o.begin.State == idempotency.InProgress:
+		return apierrors.IdempotencyConflict(time.Second)
+	case o.begin.State == idempotency.Mismatch:
+		return apierrors.IdempotencyMismatch()
+	}
+	return err
 }
 
 // replay writes a kept response.

@@ -27,6 +27,7 @@ type requestState struct {
 	allowance int64
 	admit     admitted
 	detached  detachedContext
+	once      onceState
 
 	// Space a request would otherwise allocate, kept here when the record
 	// lives in a Chain's context.
