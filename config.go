@@ -88,9 +88,13 @@ type Config struct {
 	// CountTokens counts a prompt's tokens for reservations; it must not
 	// undercount. Default: one token per byte.
 	CountTokens func(input []byte) int64 `yaml:"-"`
-	// IdempotencyStore keeps idempotent responses. Default: an
-	// idempotency.Memory; use an idempotency/redisstore.Store when several
-	// instances serve the same clients.
+	// IdempotencyStore keeps idempotent responses. By default they are
+	// kept by the admission store when it can (an admission.OnceStore,
+	// such as admission/redisstore's): an idempotent request's key is then
+	// claimed by its reservation and ended by its settlement, with no
+	// store call of its own, and every instance sharing the store shares
+	// the keys. Otherwise (the in-process stores) the default is
+	// Data.Dir's durable store, or an idempotency.Memory.
 	IdempotencyStore idempotency.Store `yaml:"-"`
 }
 

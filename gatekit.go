@@ -284,10 +284,14 @@ func (g *Gate) SettleInFlight() int { return g.inFlight.SettleAll() }
 func (g *Gate) InFlight() int { return g.inFlight.Len() }
 
 // idempotencyMiddleware builds the idempotency middleware of cfg, on its
-// routes only, with a memory store unless cfg.IdempotencyStore is set.
+// routes only: on cfg.IdempotencyStore when set, else joined to the
+// admission store when it is an admission.OnceStore, else on a memory
+// store.
 func (g *Gate) idempotencyMiddleware(cfg Config) (middleware.Step, error) {
 	g.idem = cfg.IdempotencyStore
-	if g.idem == nil {
+	_, joined := g.store.(admission.OnceStore)
+	joined = joined && g.idem == nil
+	if g.idem == nil && !joined {
 		var err error
 		if g.idem, err = idempotency.NewMemory(&idempotency.MemoryConfig{MaxEntries: cfg.Idempotency.MaxEntries}); err != nil {
 			return nil, fmt.Errorf("gatekit: %w", err)
@@ -303,6 +307,7 @@ func (g *Gate) idempotencyMiddleware(cfg Config) (middleware.Step, error) {
 			return !ok
 		},
 		Store:        g.idem,
+		Joined:       joined,
 		TTL:          cfg.Idempotency.TTL,
 		Lease:        cfg.Idempotency.Lease,
 		MaxBodyBytes: int(cfg.Idempotency.MaxBody),

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -431,4 +432,84 @@ func TestClusterFailoverKeepsAnswering(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIdempotentRequestOnRedisRunsTwoScriptsAndReplaysOnAnotherInstance:
+// with the admission store on Redis and no IdempotencyStore set, an
+// idempotent request runs one script before its handler and one after it,
+// as any other request, and its response is replayed by another instance,
+// uncharged.
+func TestIdempotentRequestOnRedisRunsTwoScriptsAndReplaysOnAnotherInstance(t *testing.T) {
+	rs := redistest.Start(t)
+	providers := redisProviders(t, rs, 2, nil)
+	admin := rs.Client(t)
+	body := `{"model":"gk-echo","max_tokens":8,"messages":[{"role":"user","content":"one two three"}]}`
+	post := func(url string) (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "order-7")
+		res, err := (&http.Client{Transport: keyTransport("sk-demo-pro")}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res, string(b)
+	}
+	if err := admin.ConfigResetStat(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	first, firstBody := post(providers[0].URL)
+	if first.StatusCode != 200 {
+		t.Fatalf("first: %d %s", first.StatusCode, firstBody)
+	}
+	if n := scriptRuns(t, admin); n != 2 {
+		t.Errorf("the idempotent request ran %d scripts, want 2 (reserve with the key's claim, settle with its end)", n)
+	}
+	usage := func() string {
+		res, err := (&http.Client{Transport: keyTransport("sk-demo-pro")}).Get(providers[1].URL + "/v1/key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		// What the requests used, without the times that pass.
+		return regexp.MustCompile(`"resets_in":"[^"]*"`).ReplaceAllString(string(b), "")
+	}
+	before := usage()
+	second, secondBody := post(providers[1].URL)
+	if second.StatusCode != 200 || second.Header.Get("Idempotent-Replayed") != "true" || secondBody != firstBody {
+		t.Fatalf("the other instance answered %d (replayed %q) %s, want the first response %s",
+			second.StatusCode, second.Header.Get("Idempotent-Replayed"), secondBody, firstBody)
+	}
+	if after := usage(); after != before {
+		t.Errorf("the replay was charged: usage %s, then %s", before, after)
+	}
+}
+
+// scriptRuns returns how many scripts the Redis server behind client ran
+// since its statistics were last reset, from INFO commandstats: EVALSHA
+// and EVAL calls, less those that failed (an EVALSHA of a script not yet
+// loaded, which the store follows with an EVAL).
+func scriptRuns(t *testing.T, client redis.UniversalClient) int {
+	t.Helper()
+	info, err := client.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+				var calls, rejected, failed int
+				var usec, perCall float64
+				if _, err := fmt.Sscanf(rest, "calls=%d,usec=%g,usec_per_call=%g,rejected_calls=%d,failed_calls=%d",
+					&calls, &usec, &perCall, &rejected, &failed); err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				n += calls - failed
+			}
+		}
+	}
+	return n
 }

@@ -23,7 +23,6 @@ import (
 	"github.com/gatekit/gatekit"
 	admredis "github.com/gatekit/gatekit/admission/redisstore"
 	"github.com/gatekit/gatekit/examples/provider/app"
-	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
 )
 
 // The stores a load scenario keeps gatekit's state in.
@@ -266,9 +265,8 @@ func startLoadServer(cfg LoadConfig) (*loadServer, error) {
 		if gc.Store, err = admredis.New(client, &admredis.Config{Timeout: storeTimeout}); err != nil {
 			return fail(err)
 		}
-		if gc.IdempotencyStore, err = idemredis.New(client, &idemredis.Config{Timeout: storeTimeout}); err != nil {
-			return fail(err)
-		}
+		// Idempotency keys are kept by the admission store, beside the
+		// account's state (gatekit.Config.IdempotencyStore).
 	default:
 		return fail(fmt.Errorf("load: unknown mode %q", cfg.Mode))
 	}

@@ -46,7 +46,6 @@ import (
 	alertsredis "github.com/gatekit/gatekit/alerts/redisstore"
 	"github.com/gatekit/gatekit/budget"
 	"github.com/gatekit/gatekit/examples/provider/app"
-	idemredis "github.com/gatekit/gatekit/idempotency/redisstore"
 	"github.com/gatekit/gatekit/keys"
 	keysredis "github.com/gatekit/gatekit/keys/redisstore"
 	"github.com/gatekit/gatekit/middleware"
@@ -114,9 +113,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if cfg.Store, err = admredis.New(client, nil); err != nil {
 			return err
 		}
-		if cfg.IdempotencyStore, err = idemredis.New(client, nil); err != nil {
-			return err
-		}
+		// Idempotency keys are kept by the admission store, claimed and
+		// ended by the same scripts as each request's reservation.
 		logger.Info("stores on redis", "addr", opts.Addr)
 	}
 
