@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatekit/gatekit"
 	apierrors "github.com/gatekit/gatekit/errors"
+	"github.com/gatekit/gatekit/internal/redistest"
 	"github.com/gatekit/gatekit/middleware"
 	"github.com/gatekit/gatekit/retry"
 )
@@ -104,9 +105,24 @@ func principal(t *testing.T, gate *gatekit.Gate, key string) *middleware.Princip
 	return p
 }
 
-func TestConcurrentDuplicatesRunOnce(t *testing.T) {
+// onStores runs test on the idempotent config in memory, and on Redis,
+// where the idempotency keys are kept by the admission store (claimed by
+// the reserve script, ended by the settle script).
+func onStores(t *testing.T, test func(t *testing.T, cfg gatekit.Config)) {
+	t.Run("memory", func(t *testing.T) { test(t, idempotentConfig()) })
+	t.Run("redis", func(t *testing.T) {
+		rs := redistest.Start(t)
+		cfg := idempotentConfig()
+		cfg.Store = redisStore(t, rs, rs.KeyPrefix(t), redistest.SlowTimeout)
+		test(t, cfg)
+	})
+}
+
+func TestConcurrentDuplicatesRunOnce(t *testing.T) { onStores(t, testConcurrentDuplicatesRunOnce) }
+
+func testConcurrentDuplicatesRunOnce(t *testing.T, cfg gatekit.Config) {
 	release := make(chan struct{})
-	srv, gate := billedServer(t, idempotentConfig(), release)
+	srv, gate := billedServer(t, cfg, release)
 	body := `{"model":"m","max_tokens":5,"mode":"wait"}`
 	first := make(chan *http.Response, 1)
 	go func() { first <- workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "dup-1", body) }()
@@ -144,8 +160,10 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 	}
 }
 
-func TestIdempotencyKeyMisuse(t *testing.T) {
-	srv, gate := billedServer(t, idempotentConfig(), nil)
+func TestIdempotencyKeyMisuse(t *testing.T) { onStores(t, testIdempotencyKeyMisuse) }
+
+func testIdempotencyKeyMisuse(t *testing.T, cfg gatekit.Config) {
+	srv, gate := billedServer(t, cfg, nil)
 	res := workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-a", workBody(10))
 	readAll(t, res)
 	checkEnvelope(t, workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-a", workBody(11)), apierrors.CodeIdempotencyMismatch)
@@ -179,6 +197,27 @@ func TestIdempotencyKeyMisuse(t *testing.T) {
 	if readAll(t, res); res.StatusCode != 502 || res.Header.Get("Idempotent-Replayed") != "" {
 		t.Fatalf("a 5xx was replayed: %d %v", res.StatusCode, res.Header)
 	}
+	// Nor a handler that panicked; its reservation is settled all the
+	// same.
+	for range 2 {
+		res = workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-d", `{"model":"m","max_tokens":5,"mode":"panic"}`)
+		if readAll(t, res); res.StatusCode != 500 || res.Header.Get("Idempotent-Replayed") != "" {
+			t.Fatalf("a panic: %d %v", res.StatusCode, res.Header)
+		}
+	}
+	if b := balance(t, gate.Store(), "key", "k1", 10_000); b.Held != 0 {
+		t.Fatalf("held %v after every request ended", b.Held)
+	}
+	// A request refused by admission (here its budget) claims no key: once
+	// it fits, the same key runs.
+	res = workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-e", workBody(20_000))
+	if readAll(t, res); res.StatusCode != http.StatusPaymentRequired {
+		t.Fatalf("over budget: %d", res.StatusCode)
+	}
+	res = workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "k-e", workBody(5))
+	if readAll(t, res); res.StatusCode != 200 || res.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the refused request's key, once it fits: %d %v", res.StatusCode, res.Header)
+	}
 }
 
 func TestStreamedResponsesReplayAsTheSameStream(t *testing.T) {
@@ -205,7 +244,10 @@ func TestStreamedResponsesReplayAsTheSameStream(t *testing.T) {
 // replay names its own request in request-id, the same id as X-Request-Id,
 // and no rate-limit state of the first response.
 func TestAnthropicReplayCarriesItsOwnRequestID(t *testing.T) {
-	cfg := idempotentConfig()
+	onStores(t, testAnthropicReplayCarriesItsOwnRequestID)
+}
+
+func testAnthropicReplayCarriesItsOwnRequestID(t *testing.T, cfg gatekit.Config) {
 	cfg.Routes = map[string]gatekit.RouteConfig{"POST /v1/work": {Shape: apierrors.ShapeAnthropic, LimitConfig: gatekit.LimitConfig{RPM: 100}}}
 	srv, _ := billedServer(t, cfg, nil)
 	first := workWithKey(t, srv.Client(), srv.URL, "sk-1", "replay-1", workBody(5))

@@ -158,12 +158,25 @@ func (cfg IdempotencyConfig) serve(c echo.Context, next echo.HandlerFunc, key st
 
 	rec := &recorder{ResponseWriter: c.Response().Writer, max: cfg.MaxBodyBytes}
 	c.Response().Writer = rec
+	store := contextWithoutCancel(c)
+	returned := false
+	defer func() {
+		if !returned {
+			// The handler panicked: free the key on the way to Recover,
+			// so that a retry runs again instead of meeting a 409 until
+			// the lease ends.
+			c.Response().Writer = rec.ResponseWriter
+			if aerr := cfg.Store.Abort(store, scoped, begin.Token); aerr != nil {
+				cfg.Logger.LogAttrs(store, slog.LevelWarn, "idempotency: abort failed", slog.String("request_id", GetRequestID(c)), slog.String("error", aerr.Error()))
+			}
+		}
+	}()
 	err = next(c)
+	returned = true
 	c.Response().Writer = rec.ResponseWriter
 
 	// The store's answer does not change the client's; it only decides
 	// whether a retry replays or runs again.
-	store := contextWithoutCancel(c)
 	res := c.Response()
 	if err != nil || res.Status >= 500 || !res.Committed || rec.overflow {
 		if aerr := cfg.Store.Abort(store, scoped, begin.Token); aerr != nil {
