@@ -1,11 +1,13 @@
 package gatekit_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/examples/provider/app"
@@ -95,8 +97,19 @@ func FuzzDemoStack(f *testing.F) {
 		if ct != "" {
 			req.Header.Set("Content-Type", ct)
 		}
+		if strings.Contains(body, "gk-slow") {
+			return // a word every 200 ms, by design: tested on its own
+		}
+		// No request may hang: past the deadline its context ends, and
+		// the input is reported rather than stalling the fuzzer.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req = req.WithContext(ctx)
 		rec := httptest.NewRecorder()
 		e.ServeHTTP(rec, req)
+		if ctx.Err() != nil {
+			t.Fatalf("%s %q body %.200q took over 5s", method, path, body)
+		}
 		flaky := rec.Code == http.StatusGatewayTimeout && strings.Contains(body, "gk-flaky")
 		if rec.Code >= 500 && !flaky {
 			t.Fatalf("%d for %s %q body %q: %s", rec.Code, method, path, body, rec.Body)
