@@ -283,7 +283,7 @@ func (cfg AdmissionConfig) ToStep() (Step, error) {
 	a.once, _ = cfg.Store.(admission.OnceStore)
 	return func(c echo.Context, next echo.HandlerFunc) error {
 		if cfg.Skipper != nil && cfg.Skipper(c) {
-			return a.pass(c, next, nil)
+			return a.pass(c, next, GetPrincipal(c))
 		}
 		return a.serve(c, next)
 	}, nil
