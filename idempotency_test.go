@@ -268,3 +268,42 @@ func testAnthropicReplayCarriesItsOwnRequestID(t *testing.T, cfg gatekit.Config)
 		t.Errorf("the first response carries no anthropic-ratelimit headers: %v", first.Header)
 	}
 }
+
+// TestIdempotencyWithoutLimitsOnRedisSharesKeys: a key with no limit and
+// no budget reserves nothing, yet on Redis its idempotency key is claimed
+// and ended by the admission store, one script each, and replayed by
+// another instance.
+func TestIdempotencyWithoutLimitsOnRedisSharesKeys(t *testing.T) {
+	rs := redistest.Start(t)
+	prefix := rs.KeyPrefix(t)
+	var servers []string
+	for range 2 {
+		cfg := gatekit.Config{
+			Logger:      discardLogger(),
+			Keys:        []gatekit.KeyConfig{{ID: "k1", Key: "sk-1", Account: "acme"}},
+			Idempotency: gatekit.IdempotencyConfig{Routes: []string{"POST /v1/work"}},
+			Store:       redisStore(t, rs, prefix, redistest.SlowTimeout),
+		}
+		srv, _ := billedServer(t, cfg, nil)
+		servers = append(servers, srv.URL)
+	}
+	admin := rs.Client(t)
+	if err := admin.ConfigResetStat(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	first := workWithKey(t, http.DefaultClient, servers[0], "sk-1", "free-1", workBody(5))
+	firstBody := readAll(t, first)
+	if first.StatusCode != 200 {
+		t.Fatalf("first: %d %s", first.StatusCode, firstBody)
+	}
+	if n := scriptRuns(t, admin); n != 2 {
+		t.Errorf("%d scripts, want 2: the key's claim and its end", n)
+	}
+	second := workWithKey(t, http.DefaultClient, servers[1], "sk-1", "free-1", workBody(5))
+	if body := readAll(t, second); second.StatusCode != 200 || second.Header.Get("Idempotent-Replayed") != "true" || body != firstBody {
+		t.Fatalf("other instance: %d %v %s", second.StatusCode, second.Header, body)
+	}
+	if res := workWithKey(t, http.DefaultClient, servers[1], "sk-1", "free-1", workBody(6)); res.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("another payload with the key: %d %s", res.StatusCode, readAll(t, res))
+	}
+}
