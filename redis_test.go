@@ -513,3 +513,40 @@ func scriptRuns(t *testing.T, client redis.UniversalClient) int {
 	}
 	return n
 }
+
+// TestIdempotentRequestDuringARedisOutage: with the keys kept by the
+// admission store, an idempotent request runs while Redis is down only if
+// both admission and idempotency fail open; otherwise it is 503,
+// retryable, within the timeout.
+func TestIdempotentRequestDuringARedisOutage(t *testing.T) {
+	for _, tc := range []struct {
+		admission, idempotency string
+		want                   int
+	}{{"closed", "closed", 503}, {"open", "closed", 503}, {"closed", "open", 503}, {"open", "open", 200}} {
+		t.Run(tc.admission+"/"+tc.idempotency, func(t *testing.T) {
+			rs := redistest.Start(t)
+			srv := redisProviders(t, rs, 1, func(c *gatekit.Config) {
+				c.Admission.Fail, c.Idempotency.Fail = tc.admission, tc.idempotency
+			})[0]
+			if err := rs.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+chatURL, strings.NewReader(`{"model":"gk-echo","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", "outage-1")
+			start := time.Now()
+			res, err := pro.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if took := time.Since(start); took > 2*time.Second {
+				t.Fatalf("took %v with Redis down", took)
+			}
+			if res.StatusCode != tc.want || (tc.want == 503 && res.Header.Get("X-Should-Retry") != "true") {
+				t.Fatalf("with Redis down: %d %v, want %d", res.StatusCode, res.Header, tc.want)
+			}
+		})
+	}
+}

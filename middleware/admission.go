@@ -472,20 +472,20 @@ func (a *admitter) serve(c echo.Context, next echo.HandlerFunc) (err error) {
 	if m := a.cfg.Metrics; m != nil {
 		m.observeStore(time.Since(start), err)
 	}
-	if err != nil && st.once.joined() && a.once != nil {
-		st.once.taken = true
-		if !st.once.failOpen {
-			return a.onceFailed(c, &st.once, err, next)
-		}
-		st.once.failed = true
-	}
 	if st.once.decided() {
 		return errOnceDecided
 	}
 	if err != nil {
 		a.failures.warn(ctx, a.cfg.Logger, "admission: store failed", slog.String("request_id", GetRequestID(c)),
 			slog.String("principal", p.ID), slog.String("error", err.Error()))
-		if a.cfg.Fail == FailOpen {
+		open := a.cfg.Fail == FailOpen
+		if a.once != nil && st.once.joined() {
+			// Its idempotency key was not claimed either: the request
+			// runs without it only if idempotency fails open too.
+			st.once.taken, st.once.failed = true, true
+			open = open && st.once.failOpen
+		}
+		if open {
 			st.allowance, st.admitted = ad.allowance, ad.metered()
 			return next(c)
 		}
