@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"github.com/redis/go-redis/v9"
 	"testing"
 	"time"
 
@@ -11,13 +12,18 @@ import (
 	"github.com/gatekit/gatekit/keys/redisstore"
 )
 
-// redisServer is this package's redis-server, started by the first test
-// that needs it and stopped by TestMain.
-var redisServer = redistest.New()
+// redisServer is this package's redis-server, and redisCluster its Redis
+// Cluster (3 masters, 3 replicas), each started by the first test that
+// needs it and stopped by TestMain.
+var (
+	redisServer  = redistest.New()
+	redisCluster = redistest.NewCluster()
+)
 
 func TestMain(m *testing.M) {
 	m.Run()
 	redisServer.Close()
+	redisCluster.Close()
 }
 
 // handle is one instance's store: a client of its own, on the shared
@@ -29,7 +35,13 @@ type handle struct {
 
 func open(t *testing.T, prefix string) *handle {
 	t.Helper()
-	s, err := redisstore.New(redisServer.Client(t), &redisstore.Config{Prefix: prefix, Timeout: redistest.SlowTimeout})
+	return openOn(t, redisServer.Client(t), prefix)
+}
+
+// openOn is open on client.
+func openOn(t *testing.T, client redis.UniversalClient, prefix string) *handle {
+	t.Helper()
+	s, err := redisstore.New(client, &redisstore.Config{Prefix: prefix, Timeout: redistest.SlowTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,6 +52,18 @@ func TestConformance(t *testing.T) {
 	keystest.Run(t, keystest.Factory{
 		New:  func(t *testing.T) keys.Store { return open(t, redisServer.KeyPrefix(t)) },
 		Peer: func(t *testing.T, s keys.Store) keys.Store { return open(t, s.(*handle).prefix) },
+	})
+}
+
+// TestConformanceOnCluster runs the suite on a Redis Cluster through
+// redis.NewClusterClient: the cluster refuses any command or script whose
+// keys are not all in one slot.
+func TestConformanceOnCluster(t *testing.T) {
+	keystest.Run(t, keystest.Factory{
+		New: func(t *testing.T) keys.Store { return openOn(t, redisCluster.Client(t), redisCluster.KeyPrefix(t)) },
+		Peer: func(t *testing.T, s keys.Store) keys.Store {
+			return openOn(t, redisCluster.Client(t), s.(*handle).prefix)
+		},
 	})
 }
 
