@@ -307,3 +307,37 @@ func TestIdempotencyWithoutLimitsOnRedisSharesKeys(t *testing.T) {
 		t.Fatalf("another payload with the key: %d %s", res.StatusCode, readAll(t, res))
 	}
 }
+
+// TestSettlingAtShutdownFreesTheIdempotencyKey: a request still running
+// when the service settles what is in flight (the end of a shutdown's
+// grace) has its reservation settled and its key freed, so the client's
+// retry, on an instance that stays, runs instead of meeting a 409 for the
+// length of the lease.
+func TestSettlingAtShutdownFreesTheIdempotencyKey(t *testing.T) {
+	rs := redistest.Start(t)
+	cfg := idempotentConfig()
+	cfg.Store = redisStore(t, rs, rs.KeyPrefix(t), redistest.SlowTimeout)
+	release := make(chan struct{})
+	srv, gate := billedServer(t, cfg, release)
+	body := `{"model":"m","max_tokens":5,"mode":"wait"}`
+	first := make(chan *http.Response, 1)
+	go func() { first <- workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "shutdown-1", body) }()
+	waitFor(t, func() bool { return gate.InFlight() == 1 })
+
+	if res := workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "shutdown-1", body); res.StatusCode != http.StatusConflict {
+		t.Fatalf("a duplicate while the first runs: %d, want 409", res.StatusCode)
+	}
+	if n := gate.SettleInFlight(); n != 1 {
+		t.Fatalf("settled %d requests in flight, want 1", n)
+	}
+	if b := balance(t, gate.Store(), "key", "k1", 10_000); b.Held != 0 {
+		t.Fatalf("held %v after the settlement", b.Held)
+	}
+	close(release)
+	retry := workWithKey(t, http.DefaultClient, srv.URL, "sk-1", "shutdown-1", body)
+	if readAll(t, retry); retry.StatusCode != 200 || retry.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the retry after the settlement: %d %v, want 200, run again", retry.StatusCode, retry.Header)
+	}
+	res := <-first
+	readAll(t, res)
+}
