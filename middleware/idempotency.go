@@ -177,20 +177,14 @@ func (cfg IdempotencyConfig) serve(c echo.Context, next echo.HandlerFunc, key st
 
 	// The store's answer does not change the client's; it only decides
 	// whether a retry replays or runs again.
-	res := c.Response()
-	if err != nil || res.Status >= 500 || !res.Committed || rec.overflow {
+	record := kept(c, rec, err)
+	if record == nil {
 		if aerr := cfg.Store.Abort(store, scoped, begin.Token); aerr != nil {
 			cfg.Logger.LogAttrs(store, slog.LevelWarn, "idempotency: abort failed", slog.String("request_id", GetRequestID(c)), slog.String("error", aerr.Error()))
 		}
 		return err
 	}
-	record := idempotency.Record{
-		Status: res.Status,
-		Header: keptHeaders(res.Header()),
-		Body:   rec.body.Bytes(),
-		Stream: isEventStream(res.Header().Get(echo.HeaderContentType)),
-	}
-	if cerr := cfg.Store.Complete(store, scoped, begin.Token, record, cfg.TTL); cerr != nil {
+	if cerr := cfg.Store.Complete(store, scoped, begin.Token, *record, cfg.TTL); cerr != nil {
 		cfg.Logger.LogAttrs(store, slog.LevelWarn, "idempotency: keeping the response failed", slog.String("request_id", GetRequestID(c)), slog.String("error", cerr.Error()))
 	}
 	return nil
@@ -227,17 +221,26 @@ func (o *onceState) decided() bool {
 }
 
 // keep returns the response to keep for a request whose handler returned
-// err (returned is false when it panicked), or nil to free the key: the
-// rule of serve.
+// err (returned is false when it panicked), or nil to free the key.
 func (o *onceState) keep(c echo.Context, err error, returned bool) *idempotency.Record {
+	if !returned {
+		return nil
+	}
+	return kept(c, o.rec, err)
+}
+
+// kept returns the response recorded by rec to keep for a request whose
+// handler returned err, or nil when it is not kept: an error, a 5xx, no
+// response at all, or a body over the limit.
+func kept(c echo.Context, rec *recorder, err error) *idempotency.Record {
 	res := c.Response()
-	if !returned || err != nil || res.Status >= 500 || !res.Committed || o.rec.overflow {
+	if err != nil || res.Status >= 500 || !res.Committed || rec.overflow {
 		return nil
 	}
 	return &idempotency.Record{
 		Status: res.Status,
 		Header: keptHeaders(res.Header()),
-		Body:   o.rec.body.Bytes(),
+		Body:   rec.body.Bytes(),
 		Stream: isEventStream(res.Header().Get(echo.HeaderContentType)),
 	}
 }
