@@ -15,50 +15,60 @@
 // Config.Location, because Redis knows no time zones. Instances sharing a
 // store should keep their clocks in agreement (NTP is plenty). A clock that
 // lags another never makes a bucket give out more than it holds: the
-// bucket arithmetic refills nothing for time
-// that a bucket's state has already seen, and measures waits from the
-// caller's clock. Reservations, by contrast, expire by the clock of the
-// call that sees them: a lagging instance sees them expire that much later.
-// Clocks must agree within a minute for Settle to find the budget period a
-// reservation was made in on another instance (see Keys); beyond that, a
-// Settle across a period boundary records its spend nowhere.
+// bucket arithmetic refills nothing for time that a bucket's state has
+// already seen, and measures waits from the caller's clock. Reservations,
+// by contrast, expire by the clock of the call that sees them: a lagging
+// instance sees them expire that much later. A budget's period is the
+// caller's: an instance whose clock is still in the period before another's
+// reserves in that period, which the budget keeps; one further behind
+// holds nothing in the budget, and its Settle records nothing.
 //
 // # Keys
 //
-// With P = Prefix + "{" + Tag + "}:", a Request's keys are
+// With P = Prefix + "{" + Tag + "}:", a Tag's state is two keys:
 //
-//	P + "rate:" + holder + NUL + key   a token bucket: a 24-byte string, until it is full again
-//	P + "slot:" + holder + NUL + key   zset: reservations holding a slot, by expiry
-//	P + "budget:" + B             hash: a budget in one period (spent, held)
-//	P + "holds:" + B              zset: that budget's holds, by expiry
-//	P + "res:" + seq              a reservation, for Settle
-//	P + "seq"                     the Tag's counter of reservations
+//	P + "state"   hash: every bucket, slot count, budget and live reservation of the Tag
+//	P + "due"     zset: the Tag's reservations, by the time their sweep is due
 //
-// where B is Kind + ":" + ID + ":" + period + ":" + the period's start in
-// Unix seconds (0 for a lifetime budget). Reserve declares every key in
-// KEYS but the new reservation's record, whose name follows from the seq
-// the script draws; it shares the Tag's hash slot, which Redis and Redis
-// Cluster accept, and Settle declares it. Settle declares, for each
-// budget, the keys of every period its reservation could have been made in
-// (the periods overlapping the last TTL + SettleGrace, and a minute either
-// side): with the defaults, one key pair, or two near a period boundary.
+// and, for idempotent requests, P + "idem:" + a digest of the key (see
+// ReserveOnce). The state's fields are
 //
-// A budget's held amount is a counter in its hash, raised by each hold and
-// lowered by each Settle; the holds themselves are in the budget's zset,
-// each as seq:amount scored by its expiry, so that a call ends the expired
-// ones by reading only those (ZRANGEBYSCORE up to now) and subtracting their
-// amounts. Each hold is thus added once and removed once: the work of a
-// call is bounded by the holds it ends, never a scan of all of them. Slot
-// sets are swept the same way (ZREMRANGEBYSCORE) before they are counted.
+//	"r" + holder + NUL + key     a token bucket, 24 bytes
+//	"c" + holder + NUL + key     slots in use
+//	"b" + Kind:ID:period         a budget: spent and held in its current period and the one before
+//	"q" + seq                    a reservation: when it was made and expires, its Cost, and the fields it holds
+//	"_q", "_n", "_x"             the last seq, the earliest expiry, and the keys' expiry
 //
-// Every key expires on its own: a bucket when it is full again, slot and
-// hold sets a TTL after their latest member, a reservation and the counter
-// a TTL + SettleGrace after their last use, and a budget when its period
-// has ended and no reservation made in it can be settled any more; each
-// plus a minute's margin for differences between clocks. The one exception
-// is a lifetime budget (Period None) with money spent, which is kept for
-// good. A Redis that evicts keys under memory pressure loses spend: run it
-// with maxmemory-policy noeviction.
+// so that a Reserve reads everything it decides on with one HMGET and
+// writes it with one HSET, a Settle likewise, whatever the request claims:
+// on a Redis of this kind of machine, seven commands for a Reserve and its
+// Settle, a handful more for an idempotent request. Both keys of a Tag
+// share its hash slot, which Redis Cluster requires of a script.
+//
+// A reservation nobody settles is swept when it expires: its slots and
+// budget holds are given back by the first call on its Tag after its
+// expiry, which finds it in the "due" zset ("_n" tells a call whether any
+// is due, so a call sweeps nothing most of the time), and its record is
+// deleted at the end of its settle grace. A call sweeps at most 256; a
+// larger backlog (an instance that stopped with more requests open) is
+// swept by the calls that follow, which until then count what is left as
+// still held: a refusal too many, never one too few.
+//
+// A budget keeps two periods, so a Settle records its spend in the period
+// its reservation was made in even after the next has begun; New refuses a
+// TTL and SettleGrace so long that a reservation could be settled two
+// periods later.
+//
+// The keys expire together: at the latest instant anything in them is
+// needed (the end of the longest budget period plus the SettleGrace, the
+// refill of a bucket, the grace of a reservation; each plus a minute's
+// margin for differences between clocks), extended by a TTL so that a busy
+// Tag extends them once a TTL, not on every call. A lifetime budget (Period
+// None) with money spent keeps them for good. Fields of holders and
+// periods no longer used stay until the keys expire: a Tag's state grows
+// with the keys and routes it has used since. A Redis that evicts keys
+// under memory pressure loses spend: run it with maxmemory-policy
+// noeviction.
 //
 // # Replication and failover
 //
@@ -96,13 +106,8 @@
 // budget.MaxMicros (2^50), and so is a budget's held amount (each hold fits
 // a Limit when made), so spent + held + Cost stays below 2^52 while spent
 // is at most 2^50. Spent passes 2^50 only through late Settles of
-// reservations that had expired (their holds no longer counted), by at most
-// the Costs of the reservations made in the last TTL + SettleGrace, each
-// TTL's worth of them fitting one Limit: about (2 + SettleGrace/TTL) x
-// 2^50, 2^53 with the defaults. Even past that, every decision is exact:
-// spent is kept by HINCRBY as a 64-bit integer in Redis, and a spent that
-// Lua reads rounded is still above every Limit; only the Spent a Balance
-// reports could then be rounded.
+// reservations that had expired (their holds no longer counted), and
+// saturates at 2^53 (about 9 billion USD), still above every Limit.
 package redisstore
 
 import (
@@ -136,6 +141,12 @@ const (
 	// Timeout, if that is shorter).
 	DefaultSettleWait = 50 * time.Millisecond
 )
+
+// MaxSettleWindow bounds Config.TTL + Config.SettleGrace: a reservation
+// is settled at most one budget period after the one it was made in (the
+// shortest period is a day, 23 hours when clocks go forward), which is
+// what a budget keeps (see Keys).
+const MaxSettleWindow = 22 * time.Hour
 
 // ErrNotReplicated is returned, wrapped, by a Settle that Redis recorded
 // but fewer than Config.SettleReplicas replicas acknowledged within
@@ -189,7 +200,7 @@ type Config struct {
 	Unbatched bool
 	// TTL is how long an unsettled reservation holds its slots and budget
 	// amounts; default admission.DefaultTTL. It is used to the
-	// millisecond.
+	// millisecond. TTL + SettleGrace must not exceed MaxSettleWindow.
 	TTL time.Duration
 	// SettleGrace is how long after a reservation expires Settle still
 	// records its spend; default admission.DefaultSettleGrace. It is used
@@ -299,6 +310,9 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 	if c.SettleGrace == 0 {
 		c.SettleGrace = admission.DefaultSettleGrace
 	}
+	if c.TTL+c.SettleGrace > MaxSettleWindow {
+		return nil, fmt.Errorf("redisstore: TTL %v + SettleGrace %v is longer than %v", c.TTL, c.SettleGrace, MaxSettleWindow)
+	}
 	if c.Location == nil {
 		c.Location = time.UTC
 	}
@@ -331,15 +345,26 @@ func ceilMillis(d time.Duration) int64 {
 
 func (s *Store) tagPrefix(tag string) string { return s.prefix + "{" + tag + "}:" }
 
-// budgetKeys returns the keys of budget sc in its period starting at start
-// (the zero Time for a lifetime budget): its hash and its holds.
-func budgetKeys(tp string, sc budget.Scope, start time.Time) (string, string) {
-	var unix int64
-	if sc.Period != budget.None {
-		unix = start.Unix()
+// stateKeys returns the keys of tag's state: its hash and its zset of
+// reservations by the time their sweep is due.
+func (s *Store) stateKeys(tag string, extra int) []string {
+	tp := s.tagPrefix(tag)
+	return append(make([]string, 0, 2+extra), tp+"state", tp+"due")
+}
+
+// budgetField returns the state field of budget sc.
+func budgetField(sc budget.Scope) string {
+	return "b" + sc.Kind + ":" + sc.ID + ":" + sc.Period.String()
+}
+
+// periodArgs returns the start, end and previous start (ms) of the period
+// of sc at now; 0, 0, 0 for a lifetime budget.
+func (s *Store) periodArgs(sc budget.Scope, now time.Time) (start, end time.Time, prev int64) {
+	if sc.Period == budget.None {
+		return time.Time{}, time.Time{}, 0
 	}
-	b := sc.Kind + ":" + sc.ID + ":" + sc.Period.String() + ":" + strconv.FormatInt(unix, 10)
-	return tp + "budget:" + b, tp + "holds:" + b
+	start, end = sc.Period.Start(now, s.loc), sc.Period.End(now, s.loc)
+	return start, end, sc.Period.Start(start.Add(-time.Millisecond), s.loc).UnixMilli()
 }
 
 // args returns the arguments every script starts with, then room for n
@@ -375,39 +400,31 @@ type reserveCall struct {
 func (s *Store) reserveCall(r *admission.Request, extra int) *reserveCall {
 	q := &reserveCall{}
 	now := s.now()
-	tp := s.tagPrefix(r.Tag)
 	nr, ns, nb := len(r.Rates), len(r.Slots), len(r.Budgets)
-	keys := make([]string, 0, 1+nr+ns+2*nb+extra)
-	keys = append(keys, tp+"seq")
 	bare := 0
 	if !r.Settles() {
 		bare = 1
 	}
-	args := s.args(now, 6+4*nr+ns+2*nb+extra)
-	args = append(args, tp+"res:", nr, ns, nb, int64(r.Cost), bare)
+	args := s.args(now, 5+5*nr+2*ns+5*nb+extra)
+	args = append(args, nr, ns, nb, int64(r.Cost), bare)
 	params, ends := &q.params, &q.ends
 	for i, c := range r.Rates {
 		// Validate checked the policy.
 		params[i], _ = bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
-		keys = append(keys, tp+"rate:"+r.Holder+"\x00"+c.Key)
-		args = append(args, c.N, params[i].Unit, params[i].Rate, params[i].Burst)
+		args = append(args, "r"+r.Holder+"\x00"+c.Key, c.N, params[i].Unit, params[i].Rate, params[i].Burst)
 	}
 	for _, sl := range r.Slots {
-		keys = append(keys, tp+"slot:"+r.Holder+"\x00"+sl.Key)
-		args = append(args, sl.Limit)
+		args = append(args, "c"+r.Holder+"\x00"+sl.Key, sl.Limit)
 	}
 	for i, sc := range r.Budgets {
-		var start time.Time
-		var endMs int64
+		start, end, prev := s.periodArgs(sc, now)
+		var startMs, endMs int64
 		if sc.Period != budget.None {
-			start, ends[i] = sc.Period.Start(now, s.loc), sc.Period.End(now, s.loc)
-			endMs = ends[i].UnixMilli()
+			startMs, endMs, ends[i] = start.UnixMilli(), end.UnixMilli(), end
 		}
-		b, z := budgetKeys(tp, sc, start)
-		keys = append(keys, b, z)
-		args = append(args, int64(sc.Limit), endMs)
+		args = append(args, budgetField(sc), int64(sc.Limit), startMs, endMs, prev)
 	}
-	q.keys, q.args = keys, args
+	q.keys, q.args = s.stateKeys(r.Tag, extra), args
 	return q
 }
 
@@ -518,9 +535,6 @@ func (s *Store) runSettle(ctx context.Context, op string, sc *rediscall.Script, 
 // settleCall returns the keys and arguments of the settle script for the
 // reservation id of r with u, with room for extra more of each.
 func (s *Store) settleCall(r *admission.Request, id admission.ID, u admission.Usage, extra int) ([]string, []any) {
-	now := s.now()
-	tp := s.tagPrefix(r.Tag)
-	seq := strconv.FormatUint(id.Seq, 10)
 	// The Refund claims with units to give back: their index and units.
 	var refunds [admission.MaxRates][2]int64
 	nr := 0
@@ -531,42 +545,20 @@ func (s *Store) settleCall(r *admission.Request, id admission.ID, u admission.Us
 		}
 	}
 	ns, nb := len(r.Slots), len(r.Budgets)
-	keys := make([]string, 0, 1+nr+ns+4*nb+extra)
-	keys = append(keys, tp+"res:"+seq)
-	args := s.args(now, 5+4*nr+5*nb+extra)
-	args = append(args, seq, int64(min(u.Cost, r.Cost)), nr, ns, nb)
+	args := s.args(s.now(), 5+5*nr+ns+nb+extra)
+	args = append(args, strconv.FormatUint(id.Seq, 10), int64(min(u.Cost, r.Cost)), nr, ns, nb)
 	for _, rf := range refunds[:nr] {
 		c := r.Rates[rf[0]]
 		p, _ := bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
-		keys = append(keys, tp+"rate:"+r.Holder+"\x00"+c.Key)
-		args = append(args, rf[1], p.Unit, p.Rate, p.Burst)
+		args = append(args, "r"+r.Holder+"\x00"+c.Key, rf[1], p.Unit, p.Rate, p.Burst)
 	}
 	for _, sl := range r.Slots {
-		keys = append(keys, tp+"slot:"+r.Holder+"\x00"+sl.Key)
+		args = append(args, "c"+r.Holder+"\x00"+sl.Key)
 	}
-	// The reservation was made in one of the periods overlapping the time
-	// it can still be settled in, give or take the margin.
-	from, to := now.Add(-time.Duration(s.ttl+s.grace)*time.Millisecond-margin), now.Add(margin)
 	for _, sc := range r.Budgets {
-		if sc.Period == budget.None {
-			b, z := budgetKeys(tp, sc, time.Time{})
-			keys = append(keys, b, z)
-			args = append(args, 1, 0, 0)
-			continue
-		}
-		at, m := len(args), 0
-		args = append(args, 0) // m, when known
-		for start := sc.Period.Start(from, s.loc); !start.After(to); {
-			end := sc.Period.End(start, s.loc)
-			b, z := budgetKeys(tp, sc, start)
-			keys = append(keys, b, z)
-			args = append(args, start.UnixMilli(), end.UnixMilli())
-			start = end
-			m++
-		}
-		args[at] = m
+		args = append(args, budgetField(sc))
 	}
-	return keys, args
+	return s.stateKeys(r.Tag, extra), args
 }
 
 // Ping implements admission.Pinger: it reports whether Redis (on a
@@ -579,12 +571,12 @@ func (s *Store) Balance(ctx context.Context, scope budget.Scope) (budget.Balance
 		return budget.Balance{}, err
 	}
 	now := s.now()
-	var start, end time.Time
+	var startMs int64
+	start, end, _ := s.periodArgs(scope, now)
 	if scope.Period != budget.None {
-		start, end = scope.Period.Start(now, s.loc), scope.Period.End(now, s.loc)
+		startMs = start.UnixMilli()
 	}
-	b, z := budgetKeys(s.tagPrefix(scope.Tag), scope, start)
-	v, err := s.call.Int64s(ctx, "balance", s.balance, []string{b, z}, s.args(now, 0)...)
+	v, err := s.call.Int64s(ctx, "balance", s.balance, s.stateKeys(scope.Tag, 0), append(s.args(now, 2), budgetField(scope), startMs)...)
 	if err != nil {
 		return budget.Balance{}, err
 	}

@@ -100,13 +100,14 @@ func TestConformanceOnCluster(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	client := redistest.Unreachable(t)
 	for name, cfg := range map[string]*redisstore.Config{
-		"braces in prefix":     {Prefix: "adm:{x}:"},
-		"negative timeout":     {Timeout: -time.Second},
-		"negative TTL":         {TTL: -time.Second},
-		"negative SettleGrace": {SettleGrace: -time.Second},
-		"negative replicas":    {SettleReplicas: -1},
-		"negative SettleWait":  {SettleReplicas: 1, SettleWait: -time.Second},
-		"wait past Timeout":    {SettleReplicas: 1, SettleWait: 100 * time.Millisecond, Timeout: 100 * time.Millisecond},
+		"braces in prefix":         {Prefix: "adm:{x}:"},
+		"negative timeout":         {Timeout: -time.Second},
+		"negative TTL":             {TTL: -time.Second},
+		"negative SettleGrace":     {SettleGrace: -time.Second},
+		"negative replicas":        {SettleReplicas: -1},
+		"negative SettleWait":      {SettleReplicas: 1, SettleWait: -time.Second},
+		"wait past Timeout":        {SettleReplicas: 1, SettleWait: 100 * time.Millisecond, Timeout: 100 * time.Millisecond},
+		"settle window past a day": {TTL: 12 * time.Hour, SettleGrace: 10*time.Hour + time.Minute},
 	} {
 		if _, err := redisstore.New(client, cfg); err == nil {
 			t.Errorf("%s: New accepted %+v", name, cfg)
@@ -507,57 +508,59 @@ func TestStoreHonoursTheCallersDeadline(t *testing.T) {
 	}
 }
 
-// TestKeysShareTheTagAndExpire: every key a request touches is hash-tagged
-// with its Tag, and has a TTL fitting its use, but a lifetime budget with
-// money spent.
+// TestKeysShareTheTagAndExpire: a Tag's state is two keys, hash-tagged
+// with the Tag, that outlive everything they hold by at most a TTL: the
+// end of the longest budget period and its grace, the refill of a bucket,
+// the settle grace of a reservation; and a lifetime budget with money
+// spent keeps them for good.
 func TestKeysShareTheTagAndExpire(t *testing.T) {
 	client := redisServer.Client(t)
 	prefix := redisServer.KeyPrefix(t)
-	const ttl, grace = 10 * time.Minute, time.Hour
+	const ttl, grace, margin = 10 * time.Minute, time.Hour, time.Minute
 	store := newStore(t, client, &redisstore.Config{Prefix: prefix, Now: fixed(epoch), TTL: ttl, SettleGrace: grace, Timeout: redistest.SlowTimeout})
-	r := fullRequest("acme")
-	r.Budgets = append(r.Budgets, budget.Scope{Tag: "acme", Kind: "account", ID: "acme", Limit: budget.MaxMicros, Period: budget.None})
-	settled, err := store.Reserve(ctx, r)
-	if err != nil || !settled.Allowed {
-		t.Fatalf("Reserve: %+v, %v", settled, err)
+	lifetime := fullRequest("life")
+	lifetime.Budgets = append(lifetime.Budgets, budget.Scope{Tag: "life", Kind: "account", ID: "life", Limit: budget.MaxMicros, Period: budget.None})
+	rates := fullRequest("rates")
+	rates.Slots, rates.Budgets, rates.Rates[1].Refund = nil, nil, false
+	open := fullRequest("open")
+	open.Budgets = nil
+	for _, r := range []*admission.Request{fullRequest("acme"), lifetime, rates, open} {
+		res, err := store.Reserve(ctx, r)
+		if err != nil || !res.Allowed {
+			t.Fatalf("%s: Reserve: %+v, %v", r.Tag, res, err)
+		}
+		if r.Tag == "open" {
+			continue // left unsettled
+		}
+		if _, err := store.Settle(ctx, r, res.ID, admission.Usage{Cost: 100}); err != nil && r.Tag != "rates" {
+			t.Fatal(err)
+		}
 	}
-	if _, err := store.Settle(ctx, r, settled.ID, admission.Usage{Cost: 100}); err != nil {
-		t.Fatal(err)
-	}
-	open, err := store.Reserve(ctx, r) // left unsettled
-	if err != nil || !open.Allowed {
-		t.Fatalf("Reserve: %+v, %v", open, err)
-	}
-
 	keys, err := client.Keys(ctx, prefix+"*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each key's TTL, by the rest of its name (the test allows itself 5s
-	// below each).
-	const margin = time.Minute
-	day := strconv.FormatInt(time.Date(2030, 1, 15, 0, 0, 0, 0, time.UTC).Unix(), 10)
-	month := strconv.FormatInt(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).Unix(), 10)
+	// Each key's TTL (the test allows itself 5s below each): a TTL beyond
+	// what it must outlive.
 	want := map[string]time.Duration{
-		"seq": ttl + grace + margin,
-		"res:" + strconv.FormatUint(open.ID.Seq, 10): ttl + grace + margin,
+		// To the end of the month (the longest period), its grace and the
+		// margin.
+		"{acme}:state": (16*24+14)*time.Hour + grace + margin + ttl,
+		"{acme}:due":   (16*24+14)*time.Hour + grace + margin + ttl,
+		"{life}:state": -1, // spent: kept for good
+		"{life}:due":   -1,
 		// The refill of what was taken (a millisecond), and a second.
-		"rate:\x00key1:rpm":      time.Second + time.Millisecond,
-		"rate:\x00key1:tpm":      time.Second + time.Millisecond,
-		"slot:\x00key1:parallel": ttl + margin,
-		// To the end of the period, then the grace and the margin.
-		"budget:key:key1:daily:" + day:         14*time.Hour + grace + margin,
-		"holds:key:key1:daily:" + day:          ttl + margin,
-		"budget:account:acme:monthly:" + month: (16*24+14)*time.Hour + grace + margin,
-		"holds:account:acme:monthly:" + month:  ttl + margin,
-		"budget:account:acme:none:0":           -1, // spent: kept for good
-		"holds:account:acme:none:0":            ttl + margin,
+		"{rates}:state": time.Second + time.Millisecond + ttl,
+		"{rates}:due":   time.Second + time.Millisecond + ttl,
+		// The reservation's TTL, its grace and the margin.
+		"{open}:state": ttl + grace + margin + ttl,
+		"{open}:due":   ttl + grace + margin + ttl,
 	}
 	seen := map[string]bool{}
 	for _, k := range keys {
-		rest, ok := strings.CutPrefix(k, prefix+"{acme}:")
-		if !ok || strings.ContainsAny(rest, "{}") {
-			t.Errorf("key %q is not tagged {acme} right after the prefix", k)
+		rest, ok := strings.CutPrefix(k, prefix)
+		if !ok || strings.Count(rest, "{") != 1 || !strings.HasPrefix(rest, "{") {
+			t.Errorf("key %q is not tagged right after the prefix", k)
 			continue
 		}
 		d, ok := want[rest]
@@ -581,6 +584,57 @@ func TestKeysShareTheTagAndExpire(t *testing.T) {
 		if !seen[k] {
 			t.Errorf("no key %s", k)
 		}
+	}
+}
+
+// TestABacklogOfExpiredReservationsIsSweptOverTheNextCalls: 600
+// reservations left unsettled (an instance that stopped with them open)
+// expire together. The calls that follow give back their slots and holds,
+// 256 a call, never counting fewer than are live; their records go at the
+// end of the settle grace, leaving a state of a few fields.
+func TestABacklogOfExpiredReservationsIsSweptOverTheNextCalls(t *testing.T) {
+	client := redisServer.Client(t)
+	prefix := redisServer.KeyPrefix(t)
+	var now atomic.Int64
+	now.Store(epoch.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	const ttl, grace = time.Minute, time.Hour
+	store := newStore(t, client, &redisstore.Config{Prefix: prefix, Now: clock, TTL: ttl, SettleGrace: grace, Timeout: redistest.SlowTimeout})
+	sc := budget.Scope{Tag: "a", Kind: "key", ID: "k", Limit: 1_000_000, Period: budget.Monthly}
+	r := &admission.Request{Tag: "a", Slots: []admission.Slot{{Key: "par", Limit: 1000}}, Budgets: []budget.Scope{sc}, Cost: 100}
+	const open = 600
+	for i := range open {
+		if res, err := store.Reserve(ctx, r); err != nil || !res.Allowed || res.InUse[0] != int64(i+1) {
+			t.Fatalf("Reserve %d: %+v, %v", i, res, err)
+		}
+	}
+	now.Add(int64(ttl))
+	// Each call sweeps 256 before it decides; what it has not swept yet
+	// still counts.
+	for i, want := range []int64{open - 256 + 1, open - 512 + 2, 3, 4} {
+		res, err := store.Reserve(ctx, r)
+		if err != nil || !res.Allowed || res.InUse[0] != want {
+			t.Fatalf("Reserve %d after the expiry: %+v, %v; want %d in use", i, res, err, want)
+		}
+	}
+	if b, err := store.Balance(ctx, sc); err != nil || b.Held != 4*100 || b.Spent != 0 {
+		t.Fatalf("Balance: %+v, %v; want the 4 live reservations held", b, err)
+	}
+	now.Add(int64(ttl + grace))
+	for range 4 {
+		if _, err := store.Balance(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fields, err := client.HKeys(ctx, prefix+"{a}:state").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fields) > 5 {
+		t.Fatalf("fields left in the state after the grace: %q, want the budget, the slot and the store's own", fields)
+	}
+	if n, err := client.ZCard(ctx, prefix+"{a}:due").Result(); err != nil || n != 1 {
+		t.Fatalf("due: %d members, %v; want only its marker", n, err)
 	}
 }
 

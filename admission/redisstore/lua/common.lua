@@ -1,52 +1,63 @@
--- The start of every admission script: the arguments all of them share, the
--- token bucket (a transcription of internal/bucket), and the budget helpers.
--- Each operation's script is this file followed by the operation's own.
+-- The start of every admission script: the arguments all of them share, a
+-- Tag's state and how it expires, the token bucket (a transcription of
+-- internal/bucket), budgets in their periods, and the sweep of expired
+-- reservations. Each operation's script is this file followed by the
+-- operation's own.
 --
--- Keys of one Tag, all in one Cluster slot (P is Prefix .. '{' .. tag .. '}:'):
---   P .. 'seq'                    counter issuing reservation seqs
---   P .. 'res:' .. seq            a reservation: struct.pack('<ddd', the
---                                 millisecond it was made, its expiry, its
---                                 Cost)
---   P .. 'rate:' .. key           a token bucket (see decide)
---   P .. 'slot:' .. key           zset: seqs of the reservations holding a
---                                 slot -> their expiry (ms)
---   P .. 'budget:' .. B           hash: a budget in one period: s (spent),
---                                 h (held by live holds), hx (the latest
---                                 expiry of a hold made in it)
---   P .. 'holds:' .. B            zset: the budget's holds, seq .. ':' ..
---                                 amount -> expiry (ms)
--- where B is kind:id:period:start (Unix seconds; 0 for a lifetime budget).
+-- A Tag's state is two keys, in one Cluster slot:
 --
--- Every number is an integer below 2^53, exact in Lua's float64 numbers:
--- bucket values by internal/bucket's MaxScaled, amounts because Micros are
--- at most 2^50 (see store.go for the bound on spent). Numbers written to
--- Redis go through int ('%d'), which spells them exactly.
+-- KEYS[1]  hash, the state itself:
+--   'r' .. holder NUL key   a token bucket: struct.pack('<ddd', balance,
+--                           the millisecond it was computed at, unit)
+--   'c' .. holder NUL key   the slots in use
+--   'b' .. kind:id:period   a budget: struct.pack('<dddddd', start, spent,
+--                           held, and the same of the period before) where
+--                           start is the period's first millisecond (0 for
+--                           a lifetime budget, or for no previous period)
+--   'q' .. seq              a live reservation (see packRes)
+--   '_q'                    the last seq issued
+--   '_n'                    no reservation expires before this (ms)
+--   '_x'                    the keys are kept until this (ms), or 'p':
+--                           for good
+-- KEYS[2]  zset: the seq of each reservation, scored by the millisecond
+--          its sweep is due (its expiry, then the end of its settle
+--          grace), and '~' at +inf, so that the set lives with the hash.
+--
+-- Every call reads the fields it needs with one HMGET and writes them with
+-- one HSET, so its work is a handful of commands whatever the request
+-- claims. Every number is an integer below 2^53, exact in Lua's float64
+-- numbers: bucket values by internal/bucket's MaxScaled, amounts because
+-- Micros are at most 2^50; spent saturates at 2^53 (see store.go). Numbers
+-- written to Redis as text go through int ('%d'), which spells them
+-- exactly.
 --
 -- ARGV[1]  now (ms), the caller's clock
 -- ARGV[2]  TTL of a reservation (ms)
 -- ARGV[3]  settle grace (ms)
 -- ARGV[4]  margin (ms) every key outlives its last use by
 
+local H, Z = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local grace = tonumber(ARGV[3])
 local margin = tonumber(ARGV[4])
 
 local floor, ceil, min, max = math.floor, math.ceil, math.min, math.max
+local pack, unpackS = struct.pack, struct.unpack
 
 local function int(n) return string.format('%d', n) end
 
 -- decide is bucket.Decide, line by line, for OpAllow (refund false) and
--- OpRefund (refund true) on the bucket at key, whose value is s (false for
--- a missing key: a full bucket). It returns the decision {allowed (0/1),
--- remaining, reset after (ms), retry after (ms)} and a function that writes
--- the new state, or nil when there is nothing to write.
-local function decide(key, s, refund, n, unit, rate, burst)
+-- OpRefund (refund true) on the bucket whose stored value is s (false for
+-- a missing field: a full bucket). It returns the decision {allowed (0/1),
+-- remaining, reset after (ms), retry after (ms)}, and when the bucket
+-- changed its new value and the instant it is full again (ms).
+local function decide(s, refund, n, unit, rate, burst)
   local full = burst * unit
   local bal, ts = full, now
   if s then
     local su
-    bal, ts, su = struct.unpack('<ddd', s)
+    bal, ts, su = unpackS('<ddd', s)
     if su ~= unit then
       -- The policy for this key changed: carry whole units over.
       bal = min(max(floor(bal / su), -burst), burst) * unit
@@ -92,15 +103,11 @@ local function decide(key, s, refund, n, unit, rate, burst)
   local remaining = floor(max(bal, 0) / unit)
   local reset = 0
   if bal < full then reset = lag + ceil((full - bal) / rate) end
-  local save = nil
-  if write then
-    -- Keep the key until the bucket is full again (a missing key is a full
-    -- bucket), plus a second for differences between the clocks that write
-    -- and expire it.
-    local pttl = ceil((full - bal) / rate) + max(lag, 0) + 1000
-    save = function() redis.call('SET', key, struct.pack('<ddd', bal, ts, unit), 'PX', int(pttl)) end
-  end
-  return {allowed, remaining, reset, retry}, save
+  local d = {allowed, remaining, reset, retry}
+  if not write then return d end
+  -- Kept until the bucket is full again (a missing field is a full
+  -- bucket), plus a second for differences between the clocks.
+  return d, pack('<ddd', bal, ts, unit), now + ceil((full - bal) / rate) + max(lag, 0) + 1000
 end
 
 -- fits is the rule of budget.Ledger: an amount fits while spent + held +
@@ -110,41 +117,168 @@ local function fits(limit, s, h, amount)
   return s + h + amount <= limit
 end
 
--- readBudget returns the spent, held and latest hold expiry of the budget
--- in hash b, whose holds are in zset z, after ending the holds that expired
--- by now. Each hold is removed once, by this sweep or by its Settle, so the
--- work is bounded by the holds made; when every hold made in the budget has
--- expired (hx <= now), none is read at all.
-local function readBudget(b, z)
-  local v = redis.call('HMGET', b, 's', 'h', 'hx')
-  -- (h is below 0 only if the hash was lost while its holds were not.)
-  local s, h, hx = tonumber(v[1]) or 0, max(tonumber(v[2]) or 0, 0), tonumber(v[3]) or 0
-  if hx <= now then
-    if hx ~= 0 then
-      redis.call('DEL', z)
-      redis.call('HSET', b, 'h', 0, 'hx', 0)
-    end
-    return s, 0, 0
-  end
-  local due = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  if #due > 0 then
-    local gone = 0
-    for _, m in ipairs(due) do gone = gone + tonumber(string.match(m, ':(%d+)$')) end
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-    h = max(h - gone, 0)
-    redis.call('HSET', b, 'h', int(h))
-  end
-  return s, h, hx
+-- A budget's value unpacked: {start, spent, held, previous start, its
+-- spent, its held}; a missing field is a budget with nothing in period
+-- start.
+local function readBudget(v, start)
+  if not v then return {start, 0, 0, 0, 0, 0} end
+  local a, b, c, d, e, f = unpackS('<dddddd', v)
+  return {a, b, c, d, e, f}
 end
 
--- keepBudget sets the TTL of budget hash b whose period ends at pend (ms; 0
--- for a lifetime budget): until its period has ended and every reservation
--- made now could no longer be settled, plus the margin. A lifetime budget
--- with money spent is kept for good.
-local function keepBudget(b, pend, s)
-  if pend == 0 and s > 0 then
-    redis.call('PERSIST', b)
-  else
-    redis.call('PEXPIRE', b, int(max(pend, now + ttl) + grace + margin - now))
+local function packBudget(b) return pack('<dddddd', b[1], b[2], b[3], b[4], b[5], b[6]) end
+
+-- period returns the index in budget b of the spent of the period that
+-- starts at start (held follows it), or nil when b keeps neither it nor
+-- the one before.
+local function period(b, start)
+  if b[1] == start then return 2 end
+  if b[4] == start and start ~= 0 then return 5 end
+  return nil
+end
+
+-- periodOf returns the index in b of the spent of the period that a
+-- reservation made at made was held in: the latest period that started by
+-- then (a lifetime budget has one, from 0).
+local function periodOf(b, made)
+  if made >= b[1] then return 2 end
+  if b[4] ~= 0 and made >= b[4] then return 5 end
+  return nil
+end
+
+-- addSpent adds amount to a spent, saturating at 2^53.
+local function addSpent(s, amount) return min(s + amount, 9007199254740992) end
+
+-- A reservation: struct.pack('<dddBH', made, expiry, cost, swept (0/1),
+-- the number of its fields), then each state field it holds a slot or a
+-- budget amount in, as struct.pack('<H', length) .. field.
+local function packRes(made, e, cost, fields)
+  local parts = {pack('<dddBH', made, e, cost, 0, #fields)}
+  for i, f in ipairs(fields) do parts[i + 1] = pack('<H', #f) .. f end
+  return table.concat(parts)
+end
+
+local function resFields(rec)
+  local fields, n, pos = {}, unpackS('<H', rec, 26)
+  for i = 1, n do
+    local len
+    len, pos = unpackS('<H', rec, pos)
+    fields[i] = string.sub(rec, pos, pos + len - 1)
+    pos = pos + len
   end
+  return fields
+end
+
+-- hset writes the fields and values in list kv, if any.
+local function hset(kv)
+  if #kv > 0 then redis.call('HSET', H, unpack(kv)) end
+end
+
+-- keep returns the '_x' that makes the keys outlive need (ms), or keeps
+-- them for good when need is 'p', given x, the '_x' read; or nil when x
+-- covers need already. Keys are extended by a TTL beyond need, so that a
+-- busy Tag extends them once a TTL, not once a call. Write the '_x' with
+-- the call's other fields, then expire the keys by it.
+local function keep(x, need)
+  if x == 'p' then return nil end
+  if need == 'p' then return 'p' end
+  local until_ = tonumber(x)
+  if until_ and need <= until_ then return nil end
+  return int(need + ttl)
+end
+
+local function expire(x)
+  redis.call('ZADD', Z, '+inf', '~')
+  if x == 'p' then
+    redis.call('PERSIST', H)
+    redis.call('PERSIST', Z)
+  else
+    local ms = int(tonumber(x) - now)
+    redis.call('PEXPIRE', H, ms)
+    redis.call('PEXPIRE', Z, ms)
+  end
+end
+
+-- sweepLimit bounds the reservations one call sweeps: a larger backlog
+-- (an instance that died with that many requests open) is swept over the
+-- calls that follow, each still counting what it has not swept as held.
+local sweepLimit = 256
+
+-- sweep ends the reservations due by now. At its expiry a reservation
+-- gives back its slots and budget holds, and is kept for its settle grace;
+-- at the end of the grace it is deleted. It returns the new '_n': the
+-- earliest instant another sweep is due, or false for none.
+local function sweep()
+  local due = redis.call('ZRANGEBYSCORE', Z, '-inf', now, 'LIMIT', 0, sweepLimit)
+  if #due > 0 then
+    local qf = {}
+    for i, seq in ipairs(due) do qf[i] = 'q' .. seq end
+    local recs = redis.call('HMGET', H, unpack(qf))
+    local names, index, drops = {}, {}, {}
+    local gone, later, kv = {}, {}, {}
+    for i, rec in ipairs(recs) do
+      if rec and string.byte(rec, 25) == 0 then
+        for _, f in ipairs(resFields(rec)) do
+          if not index[f] then
+            names[#names + 1] = f
+            index[f] = #names
+          end
+        end
+      end
+    end
+    local vals = {}
+    if #names > 0 then vals = redis.call('HMGET', H, unpack(names)) end
+    local budgets = {}
+    for i, rec in ipairs(recs) do
+      if not rec or string.byte(rec, 25) == 1 then
+        gone[#gone + 1] = due[i]
+        if rec then drops[#drops + 1] = qf[i] end
+      else
+        local made, e, cost = unpackS('<ddd', rec)
+        for _, f in ipairs(resFields(rec)) do
+          local j = index[f]
+          if string.byte(f) == 99 then -- 'c': a slot
+            vals[j] = max((tonumber(vals[j]) or 0) - 1, 0)
+          elseif vals[j] then
+            local b = budgets[j] or readBudget(vals[j], 0)
+            budgets[j] = b
+            local p = periodOf(b, made)
+            if p then b[p + 1] = max(b[p + 1] - cost, 0) end
+          end
+        end
+        kv[#kv + 1] = qf[i]
+        kv[#kv + 1] = string.sub(rec, 1, 24) .. '\1' .. string.sub(rec, 26)
+        later[#later + 1] = int(e + grace)
+        later[#later + 1] = due[i]
+      end
+    end
+    for j, f in ipairs(names) do
+      if budgets[j] then
+        kv[#kv + 1], kv[#kv + 2] = f, packBudget(budgets[j])
+      elseif string.byte(f) == 99 then
+        kv[#kv + 1], kv[#kv + 2] = f, int(vals[j])
+      end
+    end
+    hset(kv)
+    if #drops > 0 then redis.call('HDEL', H, unpack(drops)) end
+    if #gone > 0 then redis.call('ZREM', Z, unpack(gone)) end
+    if #later > 0 then redis.call('ZADD', Z, unpack(later)) end
+  end
+  local first = redis.call('ZRANGE', Z, 0, 0, 'WITHSCORES')
+  if #first == 0 or first[1] == '~' then return false end
+  return tonumber(first[2])
+end
+
+-- swept sweeps when '_n' (n, as read) is due, writing the new '_n', and
+-- reports whether it did.
+local function swept(n)
+  n = tonumber(n)
+  if not n or now < n then return false end
+  local next = sweep()
+  if next then
+    redis.call('HSET', H, '_n', int(next))
+  else
+    redis.call('HDEL', H, '_n')
+  end
+  return true
 end

@@ -32,7 +32,8 @@ if once == 'reserve' then
   end
   local out = op()
   if out[1] == 1 then
-    redis.call('DEL', ik)
+    -- An entry past its expiry (e) that Redis has not yet removed.
+    if v[1] then redis.call('DEL', ik) end
     redis.call('HSET', ik, 's', 'p', 'f', fp, 't', token, 'e', int(now + lease))
     redis.call('PEXPIRE', ik, int(lease))
   end
@@ -40,15 +41,15 @@ if once == 'reserve' then
   return out
 end
 
-local token, how, rec, keep = ARGV[na - 3], ARGV[na - 2], ARGV[na - 1], tonumber(ARGV[na])
+local token, how, rec, ikeep = ARGV[na - 3], ARGV[na - 2], ARGV[na - 1], tonumber(ARGV[na])
 local out = op()
 local v = redis.call('HMGET', ik, 's', 't', 'e')
 if not (v[1] == 'p' and v[2] == token and live(v[3])) then return {out[1], 0} end
 if how == 'a' then
   redis.call('DEL', ik)
 else
-  redis.call('HDEL', ik, 't')
-  redis.call('HSET', ik, 's', 'c', 'r', rec, 'e', int(now + keep))
-  redis.call('PEXPIRE', ik, int(keep))
+  -- (Its token no longer matters: only an entry in progress has one.)
+  redis.call('HSET', ik, 's', 'c', 'r', rec, 'e', int(now + ikeep))
+  redis.call('PEXPIRE', ik, int(ikeep))
 end
 return {out[1], 1}

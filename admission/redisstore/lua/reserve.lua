@@ -1,15 +1,12 @@
 -- Reserve: decide every claim of a request; if all fit, take them all, and
--- otherwise change nothing (beyond dropping what had expired anyway).
+-- otherwise change nothing (beyond sweeping what had expired anyway).
 --
--- KEYS[1]    P .. 'seq'
--- KEYS[2..]  the nr rate buckets, then the ns slot sets, then for each of
---            the nb budgets its hash and its holds, in its current period
--- ARGV[5]    P .. 'res:'
--- ARGV[6..10] nr, ns, nb, the request's Cost, and 1 if the request is a
---            bare (admission.Request.Settles is false: nothing to settle), else 0
--- ARGV[11..] for each rate: n, unit, rate, burst; for each slot: its limit;
---            for each budget: its limit and its period's end (ms; 0 for
---            none)
+-- ARGV[5..9] nr, ns, nb, the request's Cost, and 1 if the request is bare
+--            (admission.Request.Settles is false: nothing to settle), else 0
+-- ARGV[10..] for each rate: its field, n, unit, rate, burst; for each
+--            slot: its field and limit; for each budget: its field, its
+--            limit, and the start, end and previous start of its current
+--            period (ms; 0, 0, 0 for a lifetime budget)
 -- returns    {allowed (0/1), seq, refused kind (0 none, 1 rate, 2 slot,
 --            3 budget), its index (from 0), budget b (from 0; -1 when no
 --            budget was looked at), b's spent, b's held, then for each rate
@@ -18,31 +15,37 @@
 -- b is the budget that refused, or when allowed the one with the least
 -- remaining afterwards (the first of them on a tie).
 
-local resPrefix = ARGV[5]
-local nr, ns, nb = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local cost = tonumber(ARGV[9])
-local bare = ARGV[10] == '1'
-local a = 11 -- next ARGV
-local rk, sk, bk = 2, 2 + nr, 2 + nr + ns -- first KEYS of each kind
+local nr, ns, nb = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local cost = tonumber(ARGV[8])
+local bare = ARGV[9] == '1'
+local ra, sa, ba = 10, 10 + 5 * nr, 10 + 5 * nr + 2 * ns -- first ARGV of each kind
+
+local names = {'_q', '_x', '_n'}
+for i = 1, nr do names[#names + 1] = ARGV[ra + 5 * (i - 1)] end
+for i = 1, ns do names[#names + 1] = ARGV[sa + 2 * (i - 1)] end
+for i = 1, nb do names[#names + 1] = ARGV[ba + 5 * (i - 1)] end
+local v = redis.call('HMGET', H, unpack(names))
+if swept(v[3]) then v = redis.call('HMGET', H, unpack(names)) end
+local rv, sv, bv = 3, 3 + nr, 3 + nr + ns -- v[rv + i] is rate i's value
 
 local kind, index = 0, 0
-local decisions, saves = {}, {}
+local decisions, kv, need = {}, {}, 0
 for i = 1, nr do
-  local key = KEYS[rk + i - 1]
-  local d, save = decide(key, redis.call('GET', key), false, tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
-    tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
-  a = a + 4
-  decisions[i], saves[i] = d, save
+  local a = ra + 5 * (i - 1)
+  local d, val, full = decide(v[rv + i], false, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+    tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]))
+  decisions[i] = d
   if d[1] == 0 and kind == 0 then kind, index = 1, i - 1 end
+  if val then
+    kv[#kv + 1], kv[#kv + 2] = ARGV[a], val
+    need = max(need, full)
+  end
 end
 
 local inUse = {}
 for i = 1, ns do
-  local key = KEYS[sk + i - 1]
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  inUse[i] = redis.call('ZCARD', key)
-  if inUse[i] >= tonumber(ARGV[a]) and kind == 0 then kind, index = 2, i - 1 end
-  a = a + 1
+  inUse[i] = tonumber(v[sv + i]) or 0
+  if inUse[i] >= tonumber(ARGV[sa + 2 * (i - 1) + 1]) and kind == 0 then kind, index = 2, i - 1 end
 end
 
 local function reply(allowed, seq, b, s, h)
@@ -58,18 +61,37 @@ if kind ~= 0 then return reply(0, 0, -1, 0, 0) end
 if bare then
   -- Nothing to settle (admission.Request.Settles): take the units, and
   -- make no reservation.
-  for i = 1, nr do
-    if saves[i] then saves[i]() end
+  if #kv > 0 then
+    local x = keep(v[2], need)
+    if x then kv[#kv + 1], kv[#kv + 2] = '_x', x end
+    hset(kv)
+    if x then expire(x) end
   end
   return reply(1, 0, -1, 0, 0)
 end
 
-local limit, pend, s, h, hx = {}, {}, {}, {}, {}
+local limit, budgets, at, s, h = {}, {}, {}, {}, {}
 for i = 1, nb do
-  limit[i], pend[i] = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
-  local b = bk + 2 * (i - 1)
-  s[i], h[i], hx[i] = readBudget(KEYS[b], KEYS[b + 1])
+  local a = ba + 5 * (i - 1)
+  local start, prev = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4])
+  limit[i] = tonumber(ARGV[a + 1])
+  local b = readBudget(v[bv + i], start)
+  if b[1] < start then
+    -- A new period: the one that ended is kept if it is the one before.
+    if b[1] == prev then
+      b = {start, 0, 0, b[1], b[2], b[3]}
+    else
+      b = {start, 0, 0, 0, 0, 0}
+    end
+  end
+  budgets[i], at[i] = b, period(b, start)
+  if at[i] then
+    s[i], h[i] = b[at[i]], b[at[i] + 1]
+  else
+    -- A period before both kept (a clock far behind the others'): it
+    -- holds nothing this call can see, and its hold is not recorded.
+    s[i], h[i] = 0, 0
+  end
   if not fits(limit[i], s[i], h[i], cost) then
     kind, index = 3, i - 1
     return reply(0, 0, i - 1, s[i], h[i])
@@ -77,41 +99,48 @@ for i = 1, nb do
 end
 
 -- Every claim fits: take them all. Seqs start from the time in
--- microseconds, so that a Tag whose counter was lost never issues a seq
+-- microseconds, so that a Tag whose state was lost never issues a seq
 -- still in use.
-local keep = ttl + grace + margin
-local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then
-  seq = now * 1000
-  redis.call('SET', KEYS[1], int(seq), 'PX', int(keep))
-else
-  redis.call('PEXPIRE', KEYS[1], int(keep))
-end
+local seq = tonumber(v[1])
+if seq then seq = seq + 1 else seq = now * 1000 end
 local id = int(seq)
 local e = now + ttl
-redis.call('SET', resPrefix .. id, struct.pack('<ddd', now, e, cost), 'PX', int(keep))
-
-for i = 1, nr do
-  if saves[i] then saves[i]() end
-end
+local held = {}
 for i = 1, ns do
-  local key = KEYS[sk + i - 1]
-  redis.call('ZADD', key, int(e), id)
-  redis.call('PEXPIRE', key, int(ttl + margin))
+  local f = ARGV[sa + 2 * (i - 1)]
   inUse[i] = inUse[i] + 1
+  held[#held + 1] = f
+  kv[#kv + 1], kv[#kv + 2] = f, int(inUse[i])
 end
-
+need = max(need, e + grace + margin)
 local best, left = -1, nil
-local hold = id .. ':' .. int(cost)
 for i = 1, nb do
-  local b = bk + 2 * (i - 1)
+  local a = ba + 5 * (i - 1)
+  local f, b, pend = ARGV[a], budgets[i], tonumber(ARGV[a + 3])
   h[i] = h[i] + cost
-  redis.call('HSET', KEYS[b], 'h', int(h[i]), 'hx', int(max(hx[i], e)))
-  keepBudget(KEYS[b], pend[i], s[i])
-  redis.call('ZADD', KEYS[b + 1], int(e), hold)
-  redis.call('PEXPIRE', KEYS[b + 1], int(ttl + margin))
+  if at[i] then
+    b[at[i] + 1] = h[i]
+    held[#held + 1] = f
+    kv[#kv + 1], kv[#kv + 2] = f, packBudget(b)
+  end
+  if pend == 0 then
+    -- A lifetime budget with money spent is kept for good.
+    if s[i] > 0 then need = 'p' end
+  elseif need ~= 'p' then
+    need = max(need, max(pend, now + ttl) + grace + margin)
+  end
   local r = max(limit[i] - s[i] - h[i], 0)
   if left == nil or r < left then best, left = i, r end
 end
+kv[#kv + 1], kv[#kv + 2] = '_q', id
+kv[#kv + 1], kv[#kv + 2] = 'q' .. id, packRes(now, e, cost, held)
+local n = tonumber(v[3])
+if not n or e < n then kv[#kv + 1], kv[#kv + 2] = '_n', int(e) end
+local x = keep(v[2], need)
+if x then kv[#kv + 1], kv[#kv + 2] = '_x', x end
+hset(kv)
+redis.call('ZADD', Z, int(e), id)
+if x then expire(x) end
+
 if best < 0 then return reply(1, seq, -1, 0, 0) end
 return reply(1, seq, best - 1, s[best], h[best])

@@ -2,73 +2,78 @@
 -- recording the actual cost as spent in the periods it was made in, and
 -- gives back the unused units of its Refund claims.
 --
--- KEYS[1]    the reservation, P .. 'res:' .. seq
--- KEYS[2..]  the nr buckets to give units back to, then the ns slot sets,
---            then for each of the nb budgets the hash and holds of each
---            period the reservation may have been made in
 -- ARGV[5]    seq
 -- ARGV[6..9] the actual cost (at most the request's Cost), nr, ns, nb
--- ARGV[10..] for each bucket: the units to give back, unit, rate, burst;
---            for each budget: its number m of periods, then for each its
---            start and end (ms; 0 and 0 for a lifetime budget)
+-- ARGV[10..] for each of the nr buckets to give units back to: its field,
+--            the units, unit, rate, burst; then the field of each slot,
+--            then the field of each budget
 -- returns    {-1} for an unknown reservation, else {expired (0/1)}
 
-local rec = redis.call('GET', KEYS[1])
-if not rec then return {-1} end
-local made, e, held = struct.unpack('<ddd', rec)
-redis.call('DEL', KEYS[1])
-if now >= e + grace then return {-1} end -- forgotten
-
-local id = ARGV[5]
-local actual = min(tonumber(ARGV[6]), held)
+local q = 'q' .. ARGV[5]
+local actual = tonumber(ARGV[6])
 local nr, ns, nb = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local a = 10
-local k = 2
+local ra, sa, ba = 10, 10 + 5 * nr, 10 + 5 * nr + ns -- first ARGV of each kind
 
+local names = {q, '_x'}
+for i = 1, nr do names[#names + 1] = ARGV[ra + 5 * (i - 1)] end
+for i = 1, ns + nb do names[#names + 1] = ARGV[sa + i - 1] end
+local v = redis.call('HMGET', H, unpack(names))
+local rec = v[1]
+if not rec then return {-1} end
+local made, e, held = unpackS('<ddd', rec)
+local open = string.byte(rec, 25) == 0 -- its slots and holds not yet swept
+-- Past its grace a reservation is forgotten: it records nothing, and
+-- only gives back what no sweep has yet.
+local forgotten = now >= e + grace
+if forgotten then actual = 0 else actual = min(actual, held) end
+
+local kv, drops, need = {}, {q}, nil
 for i = 1, nr do
-  local key = KEYS[k]
-  k = k + 1
+  local a = ra + 5 * (i - 1)
   -- A missing bucket is full: nothing to give back.
-  local st = redis.call('GET', key)
-  if st then
-    local _, save = decide(key, st, true, tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
-    if save then save() end
+  if v[2 + i] and not forgotten then
+    local _, val = decide(v[2 + i], true, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+      tonumber(ARGV[a + 4]))
+    if val then kv[#kv + 1], kv[#kv + 2] = ARGV[a], val end
   end
-  a = a + 4
 end
 
--- An expired reservation's slots were freed already; its members, if not
--- yet swept, go now.
-for i = 1, ns do
-  redis.call('ZREM', KEYS[k], id)
-  k = k + 1
-end
-
-local hold = id .. ':' .. int(held)
-for i = 1, nb do
-  local m = tonumber(ARGV[a])
-  a = a + 1
-  for j = 1, m do
-    local start, pend = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    local b, z = KEYS[k], KEYS[k + 1]
-    a, k = a + 2, k + 2
-    if pend == 0 or (start <= made and made < pend) then
-      -- The period it was made in. A hold still in z was still counted
-      -- in h, expired or not.
-      local changed = false
-      if redis.call('ZREM', z, hold) == 1 then
-        redis.call('HINCRBY', b, 'h', int(-held))
-        changed = true
-      end
-      if actual > 0 then
-        -- HINCRBY keeps spent exact in Redis whatever it grows to.
-        keepBudget(b, pend, redis.call('HINCRBY', b, 's', int(actual)))
-      elseif changed then
-        keepBudget(b, pend, tonumber(redis.call('HGET', b, 's')) or 0)
-      end
+if open then
+  for i = 1, ns do
+    local f = ARGV[sa + i - 1]
+    local c = max((tonumber(v[2 + nr + i]) or 0) - 1, 0)
+    if c == 0 then
+      drops[#drops + 1] = f
+    else
+      kv[#kv + 1], kv[#kv + 2] = f, int(c)
     end
   end
 end
 
+for i = 1, nb do
+  local val = v[2 + nr + ns + i]
+  -- A budget the reservation held nothing in (the hold of a clock far
+  -- behind the others') records nothing.
+  if val then
+    local b = readBudget(val, 0)
+    local p = periodOf(b, made)
+    if p and (open or not forgotten) then
+      if open then b[p + 1] = max(b[p + 1] - held, 0) end
+      b[p] = addSpent(b[p], actual)
+      kv[#kv + 1], kv[#kv + 2] = ARGV[ba + i - 1], packBudget(b)
+      -- A lifetime budget with money spent is kept for good.
+      if b[1] == 0 and b[p] > 0 then need = 'p' end
+    end
+  end
+end
+
+local x = need and keep(v[2], need)
+if x then kv[#kv + 1], kv[#kv + 2] = '_x', x end
+hset(kv)
+redis.call('HDEL', H, unpack(drops))
+redis.call('ZREM', Z, ARGV[5])
+if x then expire(x) end
+
+if forgotten then return {-1} end
 if now >= e then return {1} end
 return {0}
