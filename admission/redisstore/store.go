@@ -115,8 +115,10 @@ import (
 	"context"
 	"crypto/rand"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -352,6 +354,44 @@ func (s *Store) stateKeys(tag string, extra int) []string {
 	return append(make([]string, 0, 2+extra), tp+"state", tp+"due")
 }
 
+// slotField returns the state field of r's slot sl.
+func slotField(r *admission.Request, sl admission.Slot) string {
+	return "c" + r.Holder + "\x00" + sl.Key
+}
+
+// heldFields returns the fields of r's slots and budgets as its
+// reservation's record keeps them (see lua/common.lua, packRes): their
+// number, then each one's length and bytes, in 32-bit little-endian.
+func heldFields(r *admission.Request) string {
+	fields := make([]string, 0, len(r.Slots)+len(r.Budgets))
+	for _, sl := range r.Slots {
+		fields = append(fields, slotField(r, sl))
+	}
+	for _, sc := range r.Budgets {
+		fields = append(fields, budgetField(sc))
+	}
+	n := 4
+	for _, f := range fields {
+		n += 4 + len(f)
+	}
+	b := binary.LittleEndian.AppendUint32(make([]byte, 0, n), uint32(len(fields)))
+	for _, f := range fields {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	return string(b)
+}
+
+// nums returns vs as the script reads them with struct.unpack('<d...'):
+// little-endian float64s, each exact (every value is below 2^53).
+func nums(vs ...int64) string {
+	b := make([]byte, 0, 8*len(vs))
+	for _, v := range vs {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(float64(v)))
+	}
+	return string(b)
+}
+
 // budgetField returns the state field of budget sc.
 func budgetField(sc budget.Scope) string {
 	return "b" + sc.Kind + ":" + sc.ID + ":" + sc.Period.String()
@@ -405,16 +445,16 @@ func (s *Store) reserveCall(r *admission.Request, extra int) *reserveCall {
 	if !r.Settles() {
 		bare = 1
 	}
-	args := s.args(now, 5+5*nr+2*ns+5*nb+extra)
-	args = append(args, nr, ns, nb, int64(r.Cost), bare)
+	args := s.args(now, 6+2*nr+2*ns+2*nb+extra)
+	args = append(args, nr, ns, nb, int64(r.Cost), bare, heldFields(r))
 	params, ends := &q.params, &q.ends
 	for i, c := range r.Rates {
 		// Validate checked the policy.
 		params[i], _ = bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
-		args = append(args, "r"+r.Holder+"\x00"+c.Key, c.N, params[i].Unit, params[i].Rate, params[i].Burst)
+		args = append(args, "r"+r.Holder+"\x00"+c.Key, nums(c.N, params[i].Unit, params[i].Rate, params[i].Burst))
 	}
 	for _, sl := range r.Slots {
-		args = append(args, "c"+r.Holder+"\x00"+sl.Key, sl.Limit)
+		args = append(args, slotField(r, sl), sl.Limit)
 	}
 	for i, sc := range r.Budgets {
 		start, end, prev := s.periodArgs(sc, now)
@@ -422,7 +462,7 @@ func (s *Store) reserveCall(r *admission.Request, extra int) *reserveCall {
 		if sc.Period != budget.None {
 			startMs, endMs, ends[i] = start.UnixMilli(), end.UnixMilli(), end
 		}
-		args = append(args, budgetField(sc), int64(sc.Limit), startMs, endMs, prev)
+		args = append(args, budgetField(sc), nums(int64(sc.Limit), startMs, endMs, prev))
 	}
 	q.keys, q.args = s.stateKeys(r.Tag, extra), args
 	return q
@@ -545,15 +585,15 @@ func (s *Store) settleCall(r *admission.Request, id admission.ID, u admission.Us
 		}
 	}
 	ns, nb := len(r.Slots), len(r.Budgets)
-	args := s.args(s.now(), 5+5*nr+ns+nb+extra)
+	args := s.args(s.now(), 5+2*nr+ns+nb+extra)
 	args = append(args, strconv.FormatUint(id.Seq, 10), int64(min(u.Cost, r.Cost)), nr, ns, nb)
 	for _, rf := range refunds[:nr] {
 		c := r.Rates[rf[0]]
 		p, _ := bucket.New(c.Policy.Limit, c.Policy.Window, c.Policy.Burst)
-		args = append(args, "r"+r.Holder+"\x00"+c.Key, rf[1], p.Unit, p.Rate, p.Burst)
+		args = append(args, "r"+r.Holder+"\x00"+c.Key, nums(rf[1], p.Unit, p.Rate, p.Burst))
 	}
 	for _, sl := range r.Slots {
-		args = append(args, "c"+r.Holder+"\x00"+sl.Key)
+		args = append(args, slotField(r, sl))
 	}
 	for _, sc := range r.Budgets {
 		args = append(args, budgetField(sc))

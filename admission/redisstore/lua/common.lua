@@ -149,20 +149,19 @@ end
 -- addSpent adds amount to a spent, saturating at 2^53.
 local function addSpent(s, amount) return min(s + amount, 9007199254740992) end
 
--- A reservation: struct.pack('<dddBH', made, expiry, cost, swept (0/1),
--- the number of its fields), then each state field it holds a slot or a
--- budget amount in, as struct.pack('<H', length) .. field.
+-- A reservation: struct.pack('<dddB', made, expiry, cost, swept (0/1)),
+-- then the state fields it holds a slot or a budget amount in, as the
+-- caller encodes them: struct.pack('<I4', their number), then each as
+-- struct.pack('<I4', length) .. field.
 local function packRes(made, e, cost, fields)
-  local parts = {pack('<dddBH', made, e, cost, 0, #fields)}
-  for i, f in ipairs(fields) do parts[i + 1] = pack('<H', #f) .. f end
-  return table.concat(parts)
+  return pack('<dddB', made, e, cost, 0) .. fields
 end
 
 local function resFields(rec)
-  local fields, n, pos = {}, unpackS('<H', rec, 26)
+  local fields, n, pos = {}, unpackS('<I4', rec, 26)
   for i = 1, n do
     local len
-    len, pos = unpackS('<H', rec, pos)
+    len, pos = unpackS('<I4', rec, pos)
     fields[i] = string.sub(rec, pos, pos + len - 1)
     pos = pos + len
   end

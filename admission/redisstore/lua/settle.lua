@@ -4,18 +4,18 @@
 --
 -- ARGV[5]    seq
 -- ARGV[6..9] the actual cost (at most the request's Cost), nr, ns, nb
--- ARGV[10..] for each of the nr buckets to give units back to: its field,
---            the units, unit, rate, burst; then the field of each slot,
---            then the field of each budget
+-- ARGV[10..] for each of the nr buckets to give units back to: its field
+--            and struct.pack('<dddd', the units, unit, rate, burst); then
+--            the field of each slot, then the field of each budget
 -- returns    {-1} for an unknown reservation, else {expired (0/1)}
 
 local q = 'q' .. ARGV[5]
 local actual = tonumber(ARGV[6])
 local nr, ns, nb = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local ra, sa, ba = 10, 10 + 5 * nr, 10 + 5 * nr + ns -- first ARGV of each kind
+local ra, sa, ba = 10, 10 + 2 * nr, 10 + 2 * nr + ns -- first ARGV of each kind
 
 local names = {q, '_x'}
-for i = 1, nr do names[#names + 1] = ARGV[ra + 5 * (i - 1)] end
+for i = 1, nr do names[#names + 1] = ARGV[ra + 2 * (i - 1)] end
 for i = 1, ns + nb do names[#names + 1] = ARGV[sa + i - 1] end
 local v = redis.call('HMGET', H, unpack(names))
 local rec = v[1]
@@ -29,11 +29,11 @@ if forgotten then actual = 0 else actual = min(actual, held) end
 
 local kv, drops, need = {}, {q}, nil
 for i = 1, nr do
-  local a = ra + 5 * (i - 1)
+  local a = ra + 2 * (i - 1)
   -- A missing bucket is full: nothing to give back.
   if v[2 + i] and not forgotten then
-    local _, val = decide(v[2 + i], true, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-      tonumber(ARGV[a + 4]))
+    local n, unit, rate, burst = unpackS('<dddd', ARGV[a + 1])
+    local _, val = decide(v[2 + i], true, n, unit, rate, burst)
     if val then kv[#kv + 1], kv[#kv + 2] = ARGV[a], val end
   end
 end
@@ -45,7 +45,7 @@ if open then
     if c == 0 then
       drops[#drops + 1] = f
     else
-      kv[#kv + 1], kv[#kv + 2] = f, int(c)
+      kv[#kv + 1], kv[#kv + 2] = f, c
     end
   end
 end
