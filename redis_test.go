@@ -488,9 +488,9 @@ func TestIdempotentRequestOnRedisRunsTwoScriptsAndReplaysOnAnotherInstance(t *te
 }
 
 // scriptRuns returns how many scripts the Redis server behind client ran
-// since its statistics were last reset, from INFO commandstats: EVALSHA
-// and EVAL calls, less those that failed (an EVALSHA of a script not yet
-// loaded, which the store follows with an EVAL).
+// since its statistics were last reset, from INFO commandstats: FCALL,
+// EVALSHA and EVAL calls, less those that failed (a call of a function or
+// script not yet loaded, which the store loads and calls again).
 func scriptRuns(t *testing.T, client redis.UniversalClient) int {
 	t.Helper()
 	info, err := client.Info(context.Background(), "commandstats").Result()
@@ -499,7 +499,7 @@ func scriptRuns(t *testing.T, client redis.UniversalClient) int {
 	}
 	n := 0
 	for _, line := range strings.Split(info, "\n") {
-		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+		for _, cmd := range []string{"cmdstat_fcall:", "cmdstat_evalsha:", "cmdstat_eval:"} {
 			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
 				var calls, rejected, failed int
 				var usec, perCall float64

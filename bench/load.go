@@ -355,7 +355,7 @@ func commandStats(admin *redis.Client) (redisStats, error) {
 			}
 		}
 		st.calls += calls
-		if name == "eval" || name == "evalsha" {
+		if name == "eval" || name == "evalsha" || name == "fcall" {
 			st.scripts += calls
 			st.scriptUsec += usec
 		}

@@ -176,9 +176,9 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// EvalStats returns how many EVAL and EVALSHA commands the server has run
-// and the microseconds it spent in them (scripts included), from INFO
-// commandstats.
+// EvalStats returns how many scripts and functions (EVAL, EVALSHA and
+// FCALL commands) the server has run and the microseconds it spent in
+// them, from INFO commandstats.
 func EvalStats(ctx context.Context, c *redis.Client) (calls, usec int64, err error) {
 	info, err := c.Info(ctx, "commandstats").Result()
 	if err != nil {
@@ -187,7 +187,7 @@ func EvalStats(ctx context.Context, c *redis.Client) (calls, usec int64, err err
 	for _, line := range strings.Split(info, "\n") {
 		// cmdstat_evalsha:calls=123,usec=4567,usec_per_call=37.13,...
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || (name != "cmdstat_eval" && name != "cmdstat_evalsha") {
+		if !ok || (name != "cmdstat_eval" && name != "cmdstat_evalsha" && name != "cmdstat_fcall") {
 			continue
 		}
 		for _, field := range strings.Split(rest, ",") {

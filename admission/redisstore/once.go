@@ -36,7 +36,7 @@ func (s *Store) ReserveOnce(ctx context.Context, r *admission.Request, o admissi
 	token := s.tokenPrefix + strconv.FormatUint(s.tokens.Add(1), 36)
 	q.keys = append(q.keys, s.onceKey(r.Tag, o.Key))
 	q.args = append(q.args, o.Fingerprint, token, ceilMillis(o.Lease))
-	raw, err := s.call.Run(ctx, "reserve", s.reserveOnce, q.keys, q.args...)
+	raw, err := s.call.Run(ctx, "reserve", reserveOnceFn, q.keys, q.args...)
 	if err != nil {
 		return admission.Result{}, idempotency.Begin{}, err
 	}
@@ -105,7 +105,7 @@ func (s *Store) SettleOnce(ctx context.Context, r *admission.Request, id admissi
 	keys, args := s.settleCall(r, id, u, 4)
 	keys = append(keys, s.onceKey(r.Tag, d.Key))
 	args = append(args, d.Token, how, blob, keep)
-	v, acked, err := s.runSettle(ctx, "settle", s.settleOnce, keys, args)
+	v, acked, err := s.runSettle(ctx, "settle", settleOnceFn, keys, args)
 	if err != nil {
 		return res, err
 	}

@@ -114,12 +114,15 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
 	_ "embed"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -174,10 +177,40 @@ var (
 	onceLua string
 )
 
-// onceScript is the script of operation op ("reserve" or "settle") that
-// also begins or ends an idempotency entry (see lua/once.lua).
-func onceScript(op, body string) *rediscall.Script {
-	return rediscall.NewScript(commonLua + "local once = '" + op + "'\nlocal function op()\n" + body + "\nend\n" + onceLua)
+// The library of Redis functions every Store calls, and its functions.
+var (
+	reserveFn, settleFn, balanceFn, reserveOnceFn, settleOnceFn *rediscall.Script
+)
+
+func init() {
+	ops := []struct {
+		name, body string
+		fn         **rediscall.Script
+	}{
+		{"reserve", reserveLua, &reserveFn},
+		{"settle", settleLua, &settleFn},
+		{"balance", balanceLua, &balanceFn},
+		// Reserve or settle that also begins or ends an idempotency entry
+		// (see lua/once.lua).
+		{"reserve_once", "local once = 'reserve'\nlocal function op()\n" + reserveLua + "\nend\n" + onceLua, &reserveOnceFn},
+		{"settle_once", "local once = 'settle'\nlocal function op()\n" + settleLua + "\nend\n" + onceLua, &settleOnceFn},
+	}
+	// The library's name is its content's: instances of different
+	// versions sharing a Redis each load and call their own.
+	h := sha1.New()
+	for _, src := range []string{commonLua, reserveLua, settleLua, balanceLua, onceLua} {
+		h.Write([]byte(src))
+	}
+	name := "gatekit_adm_" + hex.EncodeToString(h.Sum(nil))[:12]
+	var b strings.Builder
+	b.WriteString("#!lua name=" + name + "\n" + commonLua)
+	for _, op := range ops {
+		b.WriteString("\nredis.register_function('" + name + "_" + op.name + "', function(KEYS, ARGV)\nbegin(KEYS, ARGV)\n" + op.body + "\nend)\n")
+	}
+	lib := rediscall.NewLibrary(b.String())
+	for _, op := range ops {
+		*op.fn = lib.Function(name + "_" + op.name)
+	}
 }
 
 // Config configures a Store. The zero value (or a nil pointer) gives the
@@ -243,9 +276,7 @@ type Config struct {
 // retried returns admission.ErrUnknownReservation if the first attempt went
 // through.
 type Store struct {
-	call                     rediscall.Caller
-	reserve, settle, balance *rediscall.Script
-	reserveOnce, settleOnce  *rediscall.Script
+	call rediscall.Caller
 	// Tokens of idempotency markers are this Store's random prefix and a
 	// counter: unique across processes without a random draw per request.
 	tokenPrefix string
@@ -322,13 +353,7 @@ func New(client redis.UniversalClient, cfg *Config) (*Store, error) {
 		c.Now = time.Now
 	}
 	return &Store{
-		call:    call,
-		reserve: rediscall.NewScript(commonLua + reserveLua),
-		settle:  rediscall.NewScript(commonLua + settleLua),
-		balance: rediscall.NewScript(commonLua + balanceLua),
-
-		reserveOnce: onceScript("reserve", reserveLua),
-		settleOnce:  onceScript("settle", settleLua),
+		call:        call,
 		tokenPrefix: rand.Text()[:16] + ".",
 		prefix:      prefix,
 		now:         c.Now,
@@ -419,7 +444,7 @@ func (s *Store) Reserve(ctx context.Context, r *admission.Request) (admission.Re
 		return admission.Result{}, err
 	}
 	q := s.reserveCall(r, 0)
-	v, err := s.call.Int64s(ctx, "reserve", s.reserve, q.keys, q.args...)
+	v, err := s.call.Int64s(ctx, "reserve", reserveFn, q.keys, q.args...)
 	if err != nil {
 		return admission.Result{}, err
 	}
@@ -530,7 +555,7 @@ func (s *Store) Settle(ctx context.Context, r *admission.Request, id admission.I
 		return res, fmt.Errorf("%w: %v", admission.ErrUnknownReservation, id)
 	}
 	keys, args := s.settleCall(r, id, u, 0)
-	v, acked, err := s.runSettle(ctx, "settle", s.settle, keys, args)
+	v, acked, err := s.runSettle(ctx, "settle", settleFn, keys, args)
 	if err != nil {
 		return res, err
 	}
@@ -616,7 +641,7 @@ func (s *Store) Balance(ctx context.Context, scope budget.Scope) (budget.Balance
 	if scope.Period != budget.None {
 		startMs = start.UnixMilli()
 	}
-	v, err := s.call.Int64s(ctx, "balance", s.balance, s.stateKeys(scope.Tag, 0), append(s.args(now, 2), budgetField(scope), startMs)...)
+	v, err := s.call.Int64s(ctx, "balance", balanceFn, s.stateKeys(scope.Tag, 0), append(s.args(now, 2), budgetField(scope), startMs)...)
 	if err != nil {
 		return budget.Balance{}, err
 	}

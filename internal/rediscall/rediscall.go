@@ -33,9 +33,13 @@ import (
 const DefaultTimeout = 100 * time.Millisecond
 
 // Script is a Lua script a Caller runs: sent as EVALSHA with its SHA-1,
-// and as EVAL with its source when Redis does not have it cached.
+// and as EVAL with its source when Redis does not have it cached; or a
+// function of a Library, sent as FCALL.
 type Script struct {
 	src, hash string
+	// fn is the function's name when the script is one of lib's.
+	fn  string
+	lib *Library
 }
 
 // NewScript returns the Script of src.
@@ -43,8 +47,52 @@ func NewScript(src string) *Script {
 	return &Script{src: src, hash: redis.NewScript(src).Hash()}
 }
 
-// Hash is the script's SHA-1, in hex, as EVALSHA takes it.
+// Hash is the script's SHA-1, in hex, as EVALSHA takes it; empty for a
+// function.
 func (s *Script) Hash() string { return s.hash }
+
+// Library is a library of Redis functions (Redis 7.0 or later): Lua
+// loaded once by FUNCTION LOAD, whose functions a call runs by FCALL
+// without running the library's own code again, as every EVALSHA runs a
+// script's whole source. A Caller loads it, on every master, when Redis
+// answers that a function is not found (a server that restarted without
+// it, or has not had it yet).
+type Library struct {
+	src string
+}
+
+// NewLibrary returns the Library of src, which starts with its shebang
+// line ("#!lua name=...") and registers its functions.
+func NewLibrary(src string) *Library { return &Library{src: src} }
+
+// Function returns the Script that calls lib's function name.
+func (lib *Library) Function(name string) *Script { return &Script{fn: name, lib: lib} }
+
+// missing reports whether err says that s is not on the server: a
+// script's NOSCRIPT, or a function's "ERR Function not found" (which
+// HasErrorPrefix reads without its "ERR ").
+func (s *Script) missing(err error) bool {
+	if err == nil {
+		return false
+	}
+	if s.lib != nil {
+		return redis.HasErrorPrefix(err, "Function not found")
+	}
+	return redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// load loads s's library on every master (on a plain client, its server).
+func (c *Caller) load(ctx context.Context, s *Script) error {
+	load := func(ctx context.Context, cl *redis.Client) error { return cl.FunctionLoadReplace(ctx, s.lib.src).Err() }
+	switch cl := c.client.(type) {
+	case *redis.ClusterClient:
+		return cl.ForEachMaster(ctx, load)
+	case *redis.Ring:
+		return cl.ForEachShard(ctx, load)
+	default:
+		return c.client.FunctionLoadReplace(ctx, s.lib.src).Err()
+	}
+}
 
 // Options configures a Caller.
 type Options struct {
@@ -147,7 +195,7 @@ func honoursDeadlines(client redis.UniversalClient) bool {
 }
 
 // Run runs s on keys with args (EVALSHA, then EVAL if Redis does not have it
-// cached) and returns its reply, by the Caller's Timeout or ctx's deadline,
+// cached; FCALL for a function) and returns its reply, by the Caller's Timeout or ctx's deadline,
 // whichever comes first, at the latest.
 //
 // A failure is returned as "redisstore: " + op + ": " and the cause, and
@@ -184,7 +232,10 @@ type result[T any] struct {
 func evalArgs(s *Script, source bool, keys []string, args []any) []any {
 	cmdArgs := make([]any, 3, 3+len(keys)+len(args))
 	cmdArgs[0], cmdArgs[1], cmdArgs[2] = "evalsha", s.hash, len(keys)
-	if source {
+	switch {
+	case s.lib != nil:
+		cmdArgs[0], cmdArgs[1] = "fcall", s.fn
+	case source:
 		cmdArgs[0], cmdArgs[1] = "eval", s.src
 	}
 	for _, k := range keys {
@@ -253,13 +304,20 @@ func (c *Caller) bound(ctx context.Context) (context.Context, context.CancelFunc
 }
 
 // eval sends s by EVALSHA, and by EVAL if Redis answers NOSCRIPT (its
-// script cache was flushed, or it restarted): batched or not.
+// script cache was flushed, or it restarted); a function by FCALL, and
+// again once its library is loaded if Redis does not have it: batched or
+// not.
 func eval[T any, C replyCmd[T]](ctx context.Context, c *Caller, batched bool, s *Script,
 	newCmd func(context.Context, ...any) C, keys []string, args []any) (T, error) {
 	v, err := process(ctx, c, batched, newCmd, evalArgs(s, false, keys, args), len(keys))
-	// (HasErrorPrefix allocates even for a nil error.)
-	if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+	if !s.missing(err) {
 		return v, err
+	}
+	if s.lib != nil {
+		if err := c.load(ctx, s); err != nil {
+			var zero T
+			return zero, fmt.Errorf("loading functions: %w", err)
+		}
 	}
 	return process(ctx, c, batched, newCmd, evalArgs(s, true, keys, args), len(keys))
 }
@@ -370,7 +428,8 @@ func (c *Caller) Int64sWait(ctx context.Context, op string, s *Script, keys []st
 }
 
 // evalWait sends s and WAIT in one pipeline to the master of keys[0], by
-// EVALSHA and, if Redis does not have the script, again by EVAL.
+// EVALSHA and, if Redis does not have the script, again by EVAL (a
+// function by FCALL, again once its library is loaded).
 func (c *Caller) evalWait(ctx context.Context, s *Script, keys []string, replicas int, wait time.Duration, args []any) ([]int64, int64, error) {
 	var node *redis.Client
 	switch cl := c.client.(type) {
@@ -385,10 +444,15 @@ func (c *Caller) evalWait(ctx context.Context, s *Script, keys []string, replica
 		return nil, 0, c.CanWait()
 	}
 	v, n, err := pipeWait(ctx, node, s, false, keys, replicas, wait, args)
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		return pipeWait(ctx, node, s, true, keys, replicas, wait, args)
+	if !s.missing(err) {
+		return v, n, err
 	}
-	return v, n, err
+	if s.lib != nil {
+		if err := c.load(ctx, s); err != nil {
+			return nil, 0, fmt.Errorf("loading functions: %w", err)
+		}
+	}
+	return pipeWait(ctx, node, s, true, keys, replicas, wait, args)
 }
 
 // pipeWait sends s (by EVAL with source, else EVALSHA) and WAIT in one

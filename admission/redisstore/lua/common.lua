@@ -1,8 +1,8 @@
--- The start of every admission script: the arguments all of them share, a
--- Tag's state and how it expires, the token bucket (a transcription of
--- internal/bucket), budgets in their periods, and the sweep of expired
--- reservations. Each operation's script is this file followed by the
--- operation's own.
+-- The start of the admission library of Redis functions: the arguments
+-- all of them share, a Tag's state and how it expires, the token bucket (a
+-- transcription of internal/bucket), budgets in their periods, and the
+-- sweep of expired reservations. Each operation is a function whose body
+-- is the operation's file (see store.go, library), run after begin.
 --
 -- A Tag's state is two keys, in one Cluster slot:
 --
@@ -31,19 +31,23 @@
 -- written to Redis as text go through int ('%d'), which spells them
 -- exactly.
 --
--- ARGV[1]  now (ms), the caller's clock
--- ARGV[2]  TTL of a reservation (ms)
--- ARGV[3]  settle grace (ms)
--- ARGV[4]  margin (ms) every key outlives its last use by
+-- Every function starts with begin(KEYS, ARGV), whose arguments are
+--   ARGV[1]  now (ms), the caller's clock
+--   ARGV[2]  TTL of a reservation (ms)
+--   ARGV[3]  settle grace (ms)
+--   ARGV[4]  margin (ms) every key outlives its last use by
 
-local H, Z = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local grace = tonumber(ARGV[3])
-local margin = tonumber(ARGV[4])
+local H, Z, now, ttl, grace, margin
+local floor, ceil, min, max, pack, unpackS
 
-local floor, ceil, min, max = math.floor, math.ceil, math.min, math.max
-local pack, unpackS = struct.pack, struct.unpack
+local function begin(KEYS, ARGV)
+  H, Z = KEYS[1], KEYS[2]
+  now, ttl, grace, margin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  -- (math and struct can be reached while a function runs, not while
+  -- its library loads.)
+  floor, ceil, min, max = math.floor, math.ceil, math.min, math.max
+  pack, unpackS = struct.pack, struct.unpack
+end
 
 local function int(n) return string.format('%d', n) end
 
