@@ -19,7 +19,9 @@ type ServerConfig struct {
 	ReadHeaderTimeout time.Duration
 	// BodyReadTimeout bounds reading a request's body, from the moment its
 	// handler starts. A body not read in time fails with a read error (the
-	// binder answers 400 invalid_request), and the connection is closed.
+	// binder and PeekBody answer 400 invalid_request), and the connection
+	// is closed after that answer: no unread rest of the body is taken
+	// for another request.
 	// Unlike http.Server.ReadTimeout it stops applying once the body is
 	// read, so a response streamed for minutes is not cut. Default: 60 s.
 	BodyReadTimeout time.Duration
@@ -110,7 +112,7 @@ func (d deadlines) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	if d.body > 0 && r.Body != nil && r.Body != http.NoBody {
 		if rc.SetReadDeadline(time.Now().Add(d.body)) == nil {
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, header: w.Header()}
 		}
 	}
 	if d.stall > 0 {
@@ -126,22 +128,35 @@ func (d deadlines) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // deadlineBody lifts the read deadline once the body is read or closed:
 // net/http then reads on in the background to notice a client that goes
 // away, and a deadline hit there would cancel the request's context.
+//
+// A read that fails (the deadline passed, the client went away) or a
+// close that could not read the rest of the body leaves the request's
+// framing unknown, and net/http, seeing this wrapper and not its own body,
+// would read what is left of the body as the next request: the response
+// says Connection: close instead, which ends the connection after it.
 type deadlineBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
-	done bool
+	rc     *http.ResponseController
+	header http.Header
+	done   bool
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.lift()
+	case err != nil:
+		b.header.Set("Connection", "close")
 	}
 	return n, err
 }
 
 func (b *deadlineBody) Close() error {
 	err := b.ReadCloser.Close()
+	if err != nil {
+		b.header.Set("Connection", "close")
+	}
 	b.lift()
 	return err
 }

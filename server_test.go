@@ -16,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatekit/gatekit"
+	"github.com/gatekit/gatekit/middleware"
 )
 
 // The connections each test opens, and the bound under test: short, so
@@ -37,6 +38,17 @@ func boundedServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	e.POST("/bind", func(c echo.Context) error {
+		var v map[string]any
+		if err := c.Bind(&v); err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, v)
+	})
+	e.POST("/peek", func(c echo.Context) error {
+		// As the admission step reads a body before the handler binds it.
+		if _, err := middleware.PeekBody(c); err != nil {
+			return err
+		}
 		var v map[string]any
 		if err := c.Bind(&v); err != nil {
 			return err
@@ -130,6 +142,68 @@ func TestServerClosesConnectionsWhoseBodyTrickles(t *testing.T) {
 		fmt.Fprintf(conn, "POST /bind HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", 100<<10)
 		trickle(conn, `{"a":"`+strings.Repeat("b", 100<<10))
 	})
+}
+
+// checkLateBodyEndsConnection posts to path on addr a declared body of
+// which only the start comes, and then, once the server has answered, the
+// bytes of another request as the rest of the body: the answer must close
+// the connection, and those bytes must not be answered as a request.
+func checkLateBodyEndsConnection(t *testing.T, addr, path string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"a\":", path)
+	_ = conn.SetReadDeadline(time.Now().Add(closeWithin))
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest || !res.Close {
+		t.Errorf("status %d, Connection %q: want a 400 that closes the connection: %s", res.StatusCode, res.Header.Get("Connection"), body)
+	}
+	if _, err := fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		return // closed already
+	}
+	if res, err := http.ReadResponse(br, nil); err == nil {
+		t.Fatalf("the body's bytes were answered as a request: %d", res.StatusCode)
+	}
+	if !closedByServer(conn) {
+		t.Fatal("connection still open")
+	}
+}
+
+func TestServerEndsTheConnectionOfABodyNotReadInTime(t *testing.T) {
+	addr := boundedServer(t)
+	for _, path := range []string{"/peek", "/bind"} {
+		t.Run(path, func(t *testing.T) { checkLateBodyEndsConnection(t, addr, path) })
+	}
+}
+
+func TestServerEndsTheConnectionOfABodyNotReadInTimeWhateverReadsIt(t *testing.T) {
+	// A handler of its own, without gatekit's middleware, that reads the
+	// body, closes it and answers.
+	srv := gatekit.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			http.Error(w, "late", http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	}), &gatekit.ServerConfig{BodyReadTimeout: shortTimeout, Logger: discardLogger()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	checkLateBodyEndsConnection(t, ln.Addr().String(), "/read")
 }
 
 func TestServerClosesConnectionsWhoseHeadersTrickle(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -132,7 +131,11 @@ func bindJSON(c echo.Context, i any, pool *sync.Pool) error {
 	if req.Body == nil || req.Body == http.NoBody {
 		return apierrors.InvalidRequest("The request body is empty; expected a JSON object.")
 	}
-	return decodeBody(req.Body, i, pool)
+	readFailed, err := decodeBody(req.Body, i, pool)
+	if readFailed {
+		endConnection(c)
+	}
+	return err
 }
 
 // maxPooledBody is the largest body after which a decoder goes back to
@@ -140,8 +143,10 @@ func bindJSON(c echo.Context, i any, pool *sync.Pool) error {
 const maxPooledBody = 64 << 10
 
 // decodeBody decodes exactly one JSON value from body into i, with a
-// decoder from pool (a fresh one when pool is nil).
-func decodeBody(body io.Reader, i any, pool *sync.Pool) error {
+// decoder from pool (a fresh one when pool is nil). readFailed reports
+// that reading the body failed, rather than what it holds: the rest of it
+// may still be on the connection.
+func decodeBody(body io.Reader, i any, pool *sync.Pool) (readFailed bool, err error) {
 	var dec *jsontext.Decoder
 	if pool != nil {
 		dec, _ = pool.Get().(*jsontext.Decoder)
@@ -175,13 +180,13 @@ func decodeBody(body io.Reader, i any, pool *sync.Pool) error {
 		// failed read: ReadToken tells which.
 		_, err := dec.ReadToken()
 		if err == io.EOF {
-			return nil
+			return false, nil
 		}
-		if tooLarge, ok := stderrors.AsType[*http.MaxBytesError](err); ok {
-			return apierrors.PayloadTooLarge(tooLarge.Limit)
+		if _, syntax := stderrors.AsType[*jsontext.SyntacticError](err); !syntax {
+			return true, bodyReadError(err)
 		}
 	}
-	return apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: unexpected data after the JSON value (at byte %d).", at))
+	return false, apierrors.InvalidRequest(fmt.Sprintf("We could not parse the JSON body of your request: unexpected data after the JSON value (at byte %d).", at))
 }
 
 // checkCharset accepts a JSON Content-Type whose charset, if any, is
@@ -202,28 +207,26 @@ func checkCharset(ct string) error {
 
 // decodeError maps what the decoder returns to the envelope; t is the
 // type decoded into, which tells array indices from object names in the
-// error's location.
-func decodeError(err error, t reflect.Type) error {
-	if tooLarge, ok := stderrors.AsType[*http.MaxBytesError](err); ok {
-		return apierrors.PayloadTooLarge(tooLarge.Limit)
-	}
+// error's location. readFailed reports an error reading the body rather
+// than one in what it holds.
+func decodeError(err error, t reflect.Type) (readFailed bool, _ error) {
 	if err == io.EOF {
-		return apierrors.InvalidRequest("The request body is empty; expected a JSON object.")
+		return false, apierrors.InvalidRequest("The request body is empty; expected a JSON object.")
 	}
-	if stderrors.Is(err, os.ErrDeadlineExceeded) {
-		return apierrors.InvalidRequest("The request body did not arrive in time.").WithCause(err)
+	if isBodyTooLargeOrLate(err) {
+		return true, bodyReadError(err)
 	}
 	if e, ok := apierrors.As(err); ok {
 		// A type's own UnmarshalJSON said what is wrong.
-		return e
+		return false, e
 	}
 	if syn, ok := stderrors.AsType[*jsontext.SyntacticError](err); ok {
-		return syntaxError(syn, t)
+		return false, syntaxError(syn, t)
 	}
 	if sem, ok := stderrors.AsType[*json.SemanticError](err); ok {
-		return semanticError(sem, t)
+		return false, semanticError(sem, t)
 	}
-	return apierrors.InvalidRequest("The request body could not be read.").WithCause(err)
+	return true, bodyReadError(err)
 }
 
 // syntaxError words a body that is not well-formed JSON.

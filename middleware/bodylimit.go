@@ -84,6 +84,8 @@ func (cfg BodyLimitConfig) ToStep() (Step, error) {
 func limitBody(c echo.Context, next echo.HandlerFunc, limit int64) error {
 	req := c.Request()
 	if req.ContentLength > limit {
+		// The client may be sending the body still: none of it is read.
+		endConnection(c)
 		return apierrors.PayloadTooLarge(limit)
 	}
 	if req.Body == nil || req.Body == http.NoBody {
@@ -95,7 +97,7 @@ func limitBody(c echo.Context, next echo.HandlerFunc, limit int64) error {
 	} else {
 		lr = new(limitedBody)
 	}
-	*lr = limitedBody{rc: req.Body, left: limit, limit: limit}
+	*lr = limitedBody{rc: req.Body, left: limit, limit: limit, c: c}
 	req.Body = lr
 	err := next(c)
 	if lr.exceeded && err != nil {
@@ -107,12 +109,14 @@ func limitBody(c echo.Context, next echo.HandlerFunc, limit int64) error {
 // limitedBody passes through at most limit bytes; reading past them fails
 // with *http.MaxBytesError and marks the request as over the limit. It reads
 // one byte beyond the limit, no more, to tell "exactly the limit" from
-// "over it".
+// "over it". Going over the limit, or any failed read, ends the connection
+// after the response ([endConnection]), whoever reads the body.
 type limitedBody struct {
 	rc       io.ReadCloser
 	left     int64
 	limit    int64
 	exceeded bool
+	c        echo.Context
 }
 
 func (l *limitedBody) Read(p []byte) (int, error) {
@@ -127,7 +131,11 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 		n, err := l.rc.Read(one[:])
 		if n > 0 {
 			l.exceeded = true
+			endConnection(l.c)
 			return 0, &http.MaxBytesError{Limit: l.limit}
+		}
+		if err != nil && err != io.EOF {
+			endConnection(l.c)
 		}
 		return 0, err
 	}
@@ -136,6 +144,9 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := l.rc.Read(p)
 	l.left -= int64(n)
+	if err != nil && err != io.EOF {
+		endConnection(l.c)
+	}
 	return n, err
 }
 

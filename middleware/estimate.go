@@ -2,15 +2,12 @@ package middleware
 
 import (
 	"bytes"
-	stderrors "errors"
 	"io"
 	"math"
 	"net/http"
 	"sync"
 
 	"github.com/labstack/echo/v4"
-
-	apierrors "github.com/gatekit/gatekit/errors"
 )
 
 // Estimate is what a request asks for, read before its handler runs.
@@ -263,7 +260,10 @@ func (*peekedBody) Close() error { return nil }
 
 // PeekBody reads the whole request body (within the route's body limit)
 // and puts it back, so that middleware can look at a body the handler will
-// bind again. A body over the limit is 413 payload_too_large.
+// bind again. A body over the limit is 413 payload_too_large; a body that
+// cannot be read whole (too slow, cut off) is 400 invalid_request. Either
+// failure closes the connection after the response, so that no unread
+// rest of the body is taken for another request.
 func PeekBody(c echo.Context) ([]byte, error) {
 	req := c.Request()
 	if req.Body == nil || req.Body == http.NoBody {
@@ -286,11 +286,8 @@ func PeekBody(c echo.Context) ([]byte, error) {
 	pb.Reset(raw)
 	req.Body = pb
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if stderrors.As(err, &tooLarge) {
-			return nil, apierrors.PayloadTooLarge(tooLarge.Limit)
-		}
-		return nil, apierrors.InvalidRequest("The request body could not be read.").WithCause(err)
+		endConnection(c)
+		return nil, bodyReadError(err)
 	}
 	return raw, nil
 }
