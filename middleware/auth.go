@@ -154,7 +154,9 @@ type AuthConfig struct {
 	Metrics *Metrics
 	// Logger receives a warning for failed authentications, with the
 	// reason and the client's address (never the key), at most one line a
-	// second with the number of failures left out. Default: slog.Default().
+	// second with the number of failures left out. The address is the
+	// connection's, or Echo's RealIP when the Echo instance has an
+	// IPExtractor. Default: slog.Default().
 	Logger *slog.Logger
 }
 
@@ -221,7 +223,7 @@ func (cfg AuthConfig) ToStep() (Step, error) {
 		req := c.Request()
 		throttle.Log(req.Context(), cfg.Logger, slog.LevelWarn, "authentication failed",
 			slog.String("reason", reason),
-			slog.String("client", c.RealIP()),
+			slog.String("client", clientAddress(c)),
 			slog.String("method", apierrors.Clip(req.Method)),
 			slog.String("path", apierrors.Clip(req.URL.Path)),
 			slog.String("request_id", GetRequestID(c)))

@@ -120,3 +120,43 @@ func TestAuthCountsFailuresByReasonAndLogsThemThrottledWithTheClient(t *testing.
 		t.Errorf("the log holds a key:\n%s", out)
 	}
 }
+
+func TestAuthLogsTheConnectionsAddressNotForwardingHeaders(t *testing.T) {
+	forged := strings.Repeat("203.0.113.66, ", 250) // 3.5 KB
+	for _, tc := range []struct {
+		name      string
+		extractor echo.IPExtractor
+		remote    string
+		want      string
+	}{
+		// Without an IPExtractor, Echo would believe any client's headers.
+		{"no IPExtractor", nil, "192.0.2.7:4711", `"client":"192.0.2.7"`},
+		// An app that says which proxies it trusts gets what they forward.
+		{"an IPExtractor trusting the proxy", echo.ExtractIPFromXFFHeader(), "10.0.0.1:4711", `"client":"198.51.100.4"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _, logs := authEcho(t)
+			e.IPExtractor = tc.extractor
+			req := withAuthorization("Bearer sk-guess-0123456789")
+			req.RemoteAddr = tc.remote
+			req.Header.Set("X-Real-IP", forged)
+			req.Header.Set("X-Forwarded-For", forged+"198.51.100.4")
+			serve(e, req)
+			out := logs.String()
+			if !strings.Contains(out, tc.want) || strings.Contains(out, "203.0.113.66") {
+				t.Fatalf("want %s and nothing forged in the log:\n%.600s", tc.want, out)
+			}
+		})
+	}
+	t.Run("an extractor's answer is cut", func(t *testing.T) {
+		e, _, logs := authEcho(t)
+		e.IPExtractor = func(r *http.Request) string { return r.Header.Get("X-Client") }
+		req := withAuthorization("Bearer sk-guess-0123456789")
+		req.Header.Set("X-Client", strings.Repeat("x", 3000))
+		serve(e, req)
+		out := logs.String()
+		if !strings.Contains(out, apierrors.CutMark) || len(out) > 1500 {
+			t.Fatalf("%d bytes logged, want the client cut at %d:\n%.600s", len(out), apierrors.MaxQuote, out)
+		}
+	})
+}

@@ -136,7 +136,7 @@ func (cfg ErrorHandlerConfig) log(throttles *logthrottle.ByKey, req *http.Reques
 	ctx := req.Context()
 	if stderrors.Is(err, context.Canceled) && ctx.Err() != nil {
 		cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "client went away", slog.String("request_id", id),
-			slog.String("method", req.Method), slog.String("path", req.URL.Path))
+			slog.String("method", apierrors.Clip(req.Method)), slog.String("path", apierrors.Clip(req.URL.Path)))
 		return
 	}
 	status := e.Status
