@@ -3,7 +3,9 @@
 // list, read, update, rotate and revoke API keys, to read and set account
 // budgets, and to read a key's usage and remaining limits. Every request
 // needs the admin token as "Authorization: Bearer TOKEN", compared in
-// constant time; every error is answered in gatekit's envelope.
+// constant time; every error is answered in gatekit's envelope. Request
+// bodies are application/json, decoded as strictly as gatekit's binder
+// decodes them ([middleware.BindJSON]).
 //
 //	g, _ := gatekit.Mount(e, cfg) // with cfg.RuntimeKeys.Store set
 //	if err := admin.Register(e.Group("/admin/v1"), admin.Config{Gate: g, Token: token}); err != nil {
@@ -19,21 +21,22 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatekit/gatekit"
 	"github.com/gatekit/gatekit/budget"
 	apierrors "github.com/gatekit/gatekit/errors"
 	"github.com/gatekit/gatekit/keys"
+	"github.com/gatekit/gatekit/middleware"
 )
 
 //go:embed openapi.yaml
@@ -174,51 +177,52 @@ func (a *api) getKey(c echo.Context) error {
 
 // patch is an update: each field present replaces the key's; null
 // clears it.
-type patch map[string]json.RawMessage
+type patch struct {
+	Tier      optional[string]       `json:"tier"`
+	Models    optional[[]string]     `json:"models"`
+	Limits    optional[*keys.Limits] `json:"limits"`
+	Budget    optional[*keys.Budget] `json:"budget"`
+	ExpiresAt optional[*time.Time]   `json:"expires_at"`
+}
+
+// optional is a field of a patch: set when the body holds it, to its zero
+// value for null.
+type optional[T any] struct {
+	set bool
+	v   T
+}
+
+// UnmarshalJSONFrom reads the field's value from the body's own decoder,
+// so that its errors name their place in the body ("models[1]").
+func (o *optional[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	o.set = true
+	var zero T
+	o.v = zero
+	if dec.PeekKind() == 'n' {
+		_, err := dec.ReadToken()
+		return err
+	}
+	return json.UnmarshalDecode(dec, &o.v)
+}
+
+// apply sets *dst to the field's value when the patch holds it.
+func (o optional[T]) apply(dst *T) {
+	if o.set {
+		*dst = o.v
+	}
+}
 
 func (a *api) updateKey(c echo.Context) error {
 	var p patch
 	if err := decode(c, &p); err != nil {
 		return err
 	}
-	for f := range p {
-		switch f {
-		case "tier", "models", "limits", "budget", "expires_at":
-		default:
-			return apierrors.InvalidArgument(f, fmt.Sprintf("Unknown parameter: '%s'. A key's tier, models, limits, budget and expires_at can be changed.", apierrors.Clip(f)))
-		}
-	}
 	k, err := a.reg.Update(c.Request().Context(), c.Param("id"), func(k *keys.Key) error {
-		for f, raw := range p {
-			null := string(raw) == "null"
-			var err error
-			switch f {
-			case "tier":
-				k.Tier = ""
-				err = json.Unmarshal(raw, &k.Tier)
-			case "models":
-				k.Models = nil
-				err = json.Unmarshal(raw, &k.Models)
-			case "limits":
-				k.Limits = nil
-				if !null {
-					err = json.Unmarshal(raw, &k.Limits)
-				}
-			case "budget":
-				k.Budget = nil
-				if !null {
-					err = json.Unmarshal(raw, &k.Budget)
-				}
-			case "expires_at":
-				k.ExpiresAt = nil
-				if !null {
-					err = json.Unmarshal(raw, &k.ExpiresAt)
-				}
-			}
-			if err != nil {
-				return apierrors.InvalidArgument(f, fmt.Sprintf("Invalid '%s': %s.", f, apierrors.Clip(jsonText(err))))
-			}
-		}
+		p.Tier.apply(&k.Tier)
+		p.Models.apply(&k.Models)
+		p.Limits.apply(&k.Limits)
+		p.Budget.apply(&k.Budget)
+		p.ExpiresAt.apply(&k.ExpiresAt)
 		return nil
 	})
 	if err != nil {
@@ -328,41 +332,16 @@ func (a *api) answerBudget(c echo.Context, acct keys.Account) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// decode reads the request's JSON body into v strictly: an unknown field,
-// a value of the wrong type or a second value is a 400 naming it.
+// decode reads the request's JSON body into v as gatekit's binder does
+// ([middleware.BindJSON]): names match exactly, a name given twice,
+// invalid UTF-8, an unknown field, a value of the wrong type or a second
+// value is a 400 naming its place ("models[1]"), and a body that is not
+// application/json is 415.
 func decode(c echo.Context, v any) error {
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	var tooLarge *http.MaxBytesError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-	case errors.As(err, &tooLarge):
-		return err
-	case errors.Is(err, io.EOF):
-		return apierrors.InvalidRequest("The request body must be a JSON object.")
-	case errors.As(err, &typ):
-		return apierrors.InvalidArgument(typ.Field, fmt.Sprintf("Invalid type for '%s': expected %s.", apierrors.Clip(typ.Field), typ.Type))
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return apierrors.InvalidArgument(f, fmt.Sprintf("Unknown parameter: '%s'.", apierrors.Clip(f)))
-	default:
-		return apierrors.InvalidRequest(fmt.Sprintf("The request body is not valid: %s.", apierrors.Clip(jsonText(err))))
+	if c.Request().ContentLength == 0 {
+		return apierrors.InvalidRequest("The request body is empty; expected a JSON object.")
 	}
-	if dec.More() {
-		return apierrors.InvalidRequest("The request body must hold one JSON object.")
-	}
-	return nil
-}
-
-// jsonText is err's message without the package prefixes.
-func jsonText(err error) string {
-	s := err.Error()
-	for _, p := range []string{"json: ", "keys: "} {
-		s = strings.TrimPrefix(s, p)
-	}
-	return strings.TrimSuffix(s, ".")
+	return middleware.BindJSON(c, v)
 }
 
 // fail maps a registry's error to the envelope.

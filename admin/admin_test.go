@@ -223,7 +223,7 @@ func TestBadInputGetsAnEnvelopeError(t *testing.T) {
 		{http.MethodPost, "/keys", `{}`, "invalid_argument", "account"},
 		{http.MethodPost, "/keys", `{"account": "a b"}`, "invalid_request", ""},
 		{http.MethodPost, "/keys", `{"account": "acme", "tier": "gold"}`, "invalid_request", ""},
-		{http.MethodPost, "/keys", `{"account": "acme", "budget": {"limit_usd": "x"}}`, "invalid_request", ""},
+		{http.MethodPost, "/keys", `{"account": "acme", "budget": {"limit_usd": "x"}}`, "invalid_argument", "budget"},
 		{http.MethodPost, "/keys", `{"account": "acme", "limits": {"rpm": -1}}`, "invalid_request", ""},
 		{http.MethodGet, "/keys?limit=0", ``, "invalid_argument", "limit"},
 		{http.MethodGet, "/keys/nope", ``, "not_found", ""},
@@ -240,6 +240,94 @@ func TestBadInputGetsAnEnvelopeError(t *testing.T) {
 		}
 		if res.StatusCode < 400 || res.StatusCode >= 500 || e.Error.Code != tc.code || param != tc.param || e.Error.Message == "" {
 			t.Errorf("%s %s %s: %d %+v", tc.method, tc.path, tc.body, res.StatusCode, e.Error)
+		}
+	}
+}
+
+// adminRaw sends an admin request and returns its status and body.
+func (s *service) adminRaw(method, path, body string) (int, string) {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, s.srv.URL+"/admin/v1"+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// The admin API decodes bodies as the binder does: names match exactly,
+// a name given twice and invalid UTF-8 are refused, and every error names
+// its place with array indices.
+func TestAdminDecodesBodiesAsStrictlyAsTheBinder(t *testing.T) {
+	s := newService(t, keys.NewMemory(), nil)
+	var k newKey
+	if res := s.admin(http.MethodPost, "/keys", `{"id": "k1", "account": "acme"}`, &k); res.StatusCode != http.StatusCreated {
+		t.Fatalf("create: %d", res.StatusCode)
+	}
+	for _, tc := range []struct{ method, path, body, code, param string }{
+		{http.MethodPost, "/keys", `{"ACCOUNT": "acme"}`, "invalid_argument", "ACCOUNT"},
+		{http.MethodPost, "/keys", `{"account": "acme", "account": "evil"}`, "invalid_argument", "account"},
+		{http.MethodPost, "/keys", `{"account": "acme", "models": ["a", 5]}`, "invalid_argument", "models[1]"},
+		{http.MethodPost, "/keys", `{"account": "acme", "limits": {"RPM": 5}}`, "invalid_argument", "limits.RPM"},
+		{http.MethodPost, "/keys", "{\"account\": \"ac\xffme\"}", "invalid_request", "account"},
+		{http.MethodPatch, "/keys/k1", `{"models": ["a", 5]}`, "invalid_argument", "models[1]"},
+		{http.MethodPatch, "/keys/k1", `{"tier": "free", "tier": "gold"}`, "invalid_argument", "tier"},
+		{http.MethodPatch, "/keys/k1", `{"Tier": "free"}`, "invalid_argument", "Tier"},
+		{http.MethodPatch, "/keys/k1", `{"limits": {"rpm": "5"}}`, "invalid_argument", "limits.rpm"},
+		{http.MethodPatch, "/keys/k1", `{"limits": {"RPM": 5}}`, "invalid_argument", "limits.RPM"},
+		{http.MethodPatch, "/keys/k1", `{"budget": {"limit_usd": "1", "limit_usd": "2"}}`, "invalid_argument", "budget.limit_usd"},
+		{http.MethodPost, "/keys/k1/rotate", `{"grace_seconds": 5, "grace_seconds": 0}`, "invalid_argument", "grace_seconds"},
+		{http.MethodPut, "/accounts/acme/budget", `{"limit_usd": "1", "limit_usd": "1000"}`, "invalid_argument", "limit_usd"},
+		{http.MethodPut, "/accounts/acme/budget", `{"LIMIT_USD": "1000"}`, "invalid_argument", "LIMIT_USD"},
+		{http.MethodPost, "/keys", `{"account": "acme", "budget": {"limit_usd": "1", "Period": "daily"}}`, "invalid_argument", "budget.Period"},
+	} {
+		status, body := s.adminRaw(tc.method, tc.path, tc.body)
+		var e envelope
+		json.Unmarshal([]byte(body), &e)
+		param := ""
+		if e.Error.Param != nil {
+			param = *e.Error.Param
+		}
+		if status != http.StatusBadRequest || e.Error.Code != tc.code || param != tc.param || strings.Contains(e.Error.Message, "json:") {
+			t.Errorf("%s %s %s: %d %s", tc.method, tc.path, tc.body, status, body)
+		}
+	}
+	// A patch that holds each field once, null clearing one, still applies.
+	var patched keys.Key
+	if res := s.admin(http.MethodPatch, "/keys/k1", `{"models": ["gk-echo"], "limits": {"rpm": 5}, "budget": null}`, &patched); res.StatusCode != http.StatusOK || !slices.Equal(patched.Models, []string{"gk-echo"}) || patched.Limits == nil || patched.Limits.RPM != 5 {
+		t.Fatalf("patch: %d %+v", res.StatusCode, patched)
+	}
+	var cleared keys.Key
+	if res := s.admin(http.MethodPatch, "/keys/k1", `{"models": null, "limits": null}`, &cleared); res.StatusCode != http.StatusOK || cleared.Models != nil || cleared.Limits != nil {
+		t.Fatalf("clearing patch: %d %+v", res.StatusCode, cleared)
+	}
+	// Neither the duplicate account nor the refused patches took effect.
+	var p struct {
+		Data []keys.Key `json:"data"`
+	}
+	s.admin(http.MethodGet, "/keys", "", &p)
+	for _, k := range p.Data {
+		if k.Account == "evil" || (k.ID == "k1" && (k.Tier != "" || k.Models != nil)) {
+			t.Errorf("a refused request changed the keys: %+v", k)
+		}
+	}
+}
+
+func TestAdminErrorsQuoteBoundedInput(t *testing.T) {
+	s := newService(t, keys.NewMemory(), nil)
+	long := strings.Repeat("n", 100<<10)
+	for _, body := range []string{
+		`{"account": "acme", "` + long + `": 1}`,
+		`{"account": "acme", "models": [` + strings.Repeat("1", 100<<10) + `]}`,
+		`{"account": "acme", "limits": {"` + long + `": 1}}`,
+	} {
+		status, answer := s.adminRaw(http.MethodPost, "/keys", body)
+		if status != http.StatusBadRequest || len(answer) > 2<<10 {
+			t.Errorf("%d, %d bytes: %.300s", status, len(answer), answer)
 		}
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/gatekit/gatekit/budget"
 )
 
@@ -98,6 +101,23 @@ func (b *Budget) UnmarshalJSON(data []byte) error {
 	if err := dec.Decode(&j); err != nil {
 		return err
 	}
+	return b.set(j)
+}
+
+// UnmarshalJSONFrom reads what MarshalJSON writes from a decoder of
+// github.com/go-json-experiment/json, as gatekit's binder and admin API
+// decode: names match exactly and an unknown or repeated name is an error
+// that names its place in the document. The period defaults to monthly.
+func (b *Budget) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	var j budgetJSON
+	if err := jsonv2.UnmarshalDecode(dec, &j, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return err
+	}
+	return b.set(j)
+}
+
+// set makes b the budget j describes.
+func (b *Budget) set(j budgetJSON) error {
 	m, err := budget.ParseMicros(j.Limit)
 	if err != nil {
 		return fmt.Errorf("limit_usd: %w", err)

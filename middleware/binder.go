@@ -260,14 +260,16 @@ func semanticError(sem *json.SemanticError, t reflect.Type) error {
 	}
 	mismatch := sem.Err == nil || stderrors.Is(sem.Err, strconv.ErrSyntax) || stderrors.Is(sem.Err, strconv.ErrRange)
 	switch {
-	case sem.GoType == nil || sem.JSONKind == 0 || stderrors.Is(sem.Err, stderrors.ErrUnsupported):
-		// A Go type the decoder cannot fill: the server's fault.
+	case sem.GoType == nil || stderrors.Is(sem.Err, stderrors.ErrUnsupported) || (sem.JSONKind == 0 && !decodesItself(sem.GoType)):
+		// A Go type the decoder cannot fill: the server's fault. (A type
+		// that decodes itself and refuses a value reports no kind.)
 		return apierrors.InternalError(sem)
 	case !mismatch && param == "":
-		// A type's own UnmarshalJSON refused the value.
-		return apierrors.InvalidRequest("The request body holds a value the API does not accept.").WithCause(sem)
+		// A type's own method refused the value and says why; what it
+		// says is clipped, as it may quote the value.
+		return apierrors.InvalidRequest(fmt.Sprintf("The request body holds a value the API does not accept: %s.", methodText(sem.Err))).WithCause(sem)
 	case !mismatch:
-		return apierrors.InvalidArgument(param, fmt.Sprintf("Invalid value for '%s'.", param)).WithCause(sem)
+		return apierrors.InvalidArgument(param, fmt.Sprintf("Invalid value for '%s': %s.", param, methodText(sem.Err))).WithCause(sem)
 	}
 	got := jsonKindName(sem.JSONKind)
 	if len(sem.JSONValue) > 0 && sem.JSONKind == '0' {
@@ -278,6 +280,12 @@ func semanticError(sem *json.SemanticError, t reflect.Type) error {
 		return apierrors.InvalidRequest(fmt.Sprintf("The request body must be %s, but got %s instead.", want, got))
 	}
 	return apierrors.InvalidArgument(param, fmt.Sprintf("Invalid type for '%s': expected %s, but got %s instead.", param, want, got))
+}
+
+// methodText is what a type's own decoding method said of a value it
+// refused, clipped, without a final period.
+func methodText(err error) string {
+	return apierrors.Clip(strings.TrimSuffix(err.Error(), "."))
 }
 
 // jsonKindName names a JSON kind as the client wrote it.
@@ -325,14 +333,17 @@ func goKindName(t reflect.Type) string {
 
 // paramPath turns a JSON Pointer into the envelope's param path:
 // "/messages/1/role" is "messages[1].role". The target type t says which
-// tokens are array indices; where it cannot (inside an interface value) a
-// token of digits is taken for one. Each name and the whole path are
-// clipped ([apierrors.Clip]).
+// tokens are array indices; where it cannot (inside an interface value, or
+// a type that decodes itself) a token of digits is taken for one. Each
+// name and the whole path are clipped ([apierrors.Clip]).
 func paramPath(t reflect.Type, ptr jsontext.Pointer) string {
 	var b strings.Builder
 	for tok := range ptr.Tokens() {
 		for t != nil && t.Kind() == reflect.Pointer {
 			t = t.Elem()
+		}
+		if t != nil && decodesItself(t) {
+			t = nil
 		}
 		index := false
 		var next reflect.Type
@@ -361,6 +372,16 @@ func paramPath(t reflect.Type, ptr jsontext.Pointer) string {
 		}
 	}
 	return apierrors.Clip(b.String())
+}
+
+// decodesItself reports whether t has its own JSON decoding method, so
+// that its Go shape says nothing of its JSON one.
+func decodesItself(t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	pt := reflect.PointerTo(t)
+	return pt.Implements(reflect.TypeFor[json.UnmarshalerFrom]()) || pt.Implements(reflect.TypeFor[json.Unmarshaler]())
 }
 
 // fieldType is the type of the field of struct t that the JSON name
