@@ -246,10 +246,10 @@ func TestHandlerReportingTenTimesItsAllowanceLeavesEveryCapExact(t *testing.T) {
 	}
 }
 
-// 1,000 concurrent requests whose reservations total twice a budget,
-// three times a token limit and far more than a max_parallel of 8 never
-// exceed any of them, with every handler reporting ten times its
-// allowance.
+// 1,000 concurrent requests whose reservations total three times the
+// account's budget, three times a token limit and far more than a
+// max_parallel of 8 never exceed any of them, with every handler reporting
+// ten times its allowance.
 func TestConcurrentRequestsNeverExceedAnyCap(t *testing.T) {
 	cfg := billedConfig("0.006667")
 	cfg.Keys[0].Budget.Limit = gatekit.Money(budget.Dollar)

@@ -83,9 +83,9 @@ func redisProviders(t *testing.T, srv *redistest.Server, n int, mutate func(*gat
 
 // 1,000 concurrent requests spread over 3 Echo instances sharing one
 // redis-server, or the Redis Cluster through a ClusterClient each, whose
-// reservations total twice a budget, three times a token limit and far
-// more than a max_parallel of 8, with every handler reporting ten times
-// its allowance: no cap is exceeded.
+// reservations total three times the account's budget, three times a
+// token limit and far more than a max_parallel of 8, with every handler
+// reporting ten times its allowance: no cap is exceeded.
 func TestConcurrentRequestsNeverExceedAnyCapAcrossRedisInstances(t *testing.T) {
 	t.Run("server", func(t *testing.T) {
 		rs := redistest.Start(t)

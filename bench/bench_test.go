@@ -58,9 +58,9 @@ func TestEveryScenarioAnswersAsItShould(t *testing.T) {
 }
 
 // TestGatekitRedisStoreMakesOneRoundTripPerCall counts the writes on the
-// store's connections and the EVAL/EVALSHA calls Redis saw: a request
-// admitted and settled one after another is two of each, one to reserve
-// and one to settle.
+// store's connections and the EVAL/EVALSHA calls Redis saw: requests made
+// one after another under a requests limit alone are one of each, the
+// reservation, since they leave nothing to settle.
 func TestGatekitRedisStoreMakesOneRoundTripPerCall(t *testing.T) {
 	for _, sc := range bench.Scenarios() {
 		if sc.Name != "redis-store-gatekit" && sc.Name != "redis-gatekit" {

@@ -7,9 +7,10 @@
 // rate-limit headers need: the limit, the remaining units, and the time until
 // the bucket is full again.
 //
-// Two stores implement Limiter with identical decisions: Memory, in this
-// package, for a single process, and redisstore.Store for several instances
-// sharing Redis. Package ratelimittest holds the conformance suite both pass.
+// Memory, in this package, implements Limiter for a single process; package
+// ratelimittest holds the conformance suite a Limiter must pass. Requests
+// that gatekit's middleware admits are limited by package admission, whose
+// stores (memory and Redis) run the same bucket arithmetic.
 //
 // The package knows nothing of HTTP; gatekit's middleware package turns
 // decisions into headers and 429 responses.

@@ -49,16 +49,3 @@ func ExampleSetHeaders() {
 	// Ratelimit-Policy: "requests";q=60;w=60
 	// Ratelimit: "requests";r=59;t=1
 }
-
-func ExampleRealTimeLimiter() {
-	own, _ := ratelimit.NewMemory(nil)
-	onTestClock, _ := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: time.Now})
-	for _, l := range []ratelimit.Limiter{own, onTestClock} {
-		rt, ok := l.(ratelimit.RealTimeLimiter)
-		// A caller may remember denials only when both are true.
-		fmt.Println(ok, ok && rt.RealTime())
-	}
-	// Output:
-	// true true
-	// true false
-}

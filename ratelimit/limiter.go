@@ -59,19 +59,3 @@ type Decision struct {
 	// bucket takes to refill completely, a hint that is not a promise.
 	RetryAfter time.Duration
 }
-
-// RealTimeLimiter is implemented by Limiters whose time is real time,
-// running at its real pace: the memory store on its default clock, and the
-// Redis store on Redis's clock. For them a denial of one unit with
-// RetryAfter r also answers every one-unit request on the same key and
-// Policy over the next r, since nothing but time refills a bucket. A caller
-// may rely on that to answer a principal that keeps sending requests while
-// denied without asking the store each time, so that rejecting a flood
-// costs no store calls. A Limiter whose buckets can be refilled otherwise
-// (reset by hand, say) must not claim it.
-type RealTimeLimiter interface {
-	Limiter
-	// RealTime reports whether the Limiter keeps real time (a memory store
-	// on a test clock does not).
-	RealTime() bool
-}

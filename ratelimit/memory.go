@@ -47,7 +47,8 @@ type MemoryConfig struct {
 
 // Memory is a Limiter that keeps its buckets in this process's memory: the
 // store for a single instance (several instances with a Memory each would
-// each grant the whole quota; share a redisstore.Store instead). Decisions on
+// each grant the whole quota; across instances, admit requests with package
+// admission on an admission/redisstore.Store instead). Decisions on
 // a key already tracked allocate nothing and lock only the key's shard, one
 // of 64. Memory is safe for concurrent use. It does no I/O and never fails
 // for a valid request; the ctx argument of its methods is unused.
@@ -62,17 +63,12 @@ type Memory struct {
 	policies [8]atomic.Pointer[policyParams]
 }
 
-// Memory shares its integer arithmetic with the Redis store instead of
-// wrapping golang.org/x/time/rate, so that the two answer every request
+// Memory shares its integer arithmetic (internal/bucket) with package
+// admission's stores, Redis's included, instead of wrapping
+// golang.org/x/time/rate, so that they answer every request
 // identically: rate.Limiter reports no retry time from AllowN (ReserveN
 // allocates one), and would cost a pointer and about 80 bytes per key where
 // an entry here is 56.
-
-var _ RealTimeLimiter = (*Memory)(nil)
-
-// RealTime implements RealTimeLimiter: a Memory keeps real time unless
-// MemoryConfig.Now gave it another clock.
-func (m *Memory) RealTime() bool { return m.now == nil }
 
 type memoryShard struct {
 	mu sync.Mutex

@@ -367,17 +367,3 @@ func benchmarkMemoryAllow(b *testing.B, stride int) {
 		})
 	}
 }
-
-func TestMemoryKeepsRealTimeOnlyOnItsOwnClock(t *testing.T) {
-	own, err := ratelimit.NewMemory(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	test, err := ratelimit.NewMemory(&ratelimit.MemoryConfig{Now: time.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !own.RealTime() || test.RealTime() {
-		t.Fatalf("RealTime: default clock %v, configured clock %v; want true, false", own.RealTime(), test.RealTime())
-	}
-}
