@@ -58,7 +58,7 @@ func TestEveryScenarioAnswersAsItShould(t *testing.T) {
 }
 
 // TestGatekitRedisStoreMakesOneRoundTripPerCall counts the writes on the
-// store's connections and the EVAL/EVALSHA calls Redis saw: requests made
+// store's connections and the script and function calls Redis saw: requests made
 // one after another under a requests limit alone are one of each, the
 // reservation, since they leave nothing to settle.
 func TestGatekitRedisStoreMakesOneRoundTripPerCall(t *testing.T) {

@@ -32,17 +32,25 @@ const (
 	// ModeDurable keeps budgets and idempotent responses on disk
 	// (Config.Data.Dir), as a single instance that survives restarts does.
 	ModeDurable = "durable"
-	// ModeRedis keeps admission and idempotency in one redis-server.
+	// ModeRedis keeps admission and idempotency in one redis-server,
+	// calls made at the same time batched by the client's autopipeliner
+	// (the store's default).
 	ModeRedis = "redis"
+	// ModeRedisUnbatched is ModeRedis with each call sent on its own
+	// (admission/redisstore.Config.Unbatched).
+	ModeRedisUnbatched = "redis-unbatched"
 )
+
+// IsRedis reports whether mode keeps its state in Redis.
+func IsRedis(mode string) bool { return mode == ModeRedis || mode == ModeRedisUnbatched }
 
 // LoadConfig is one HTTP load scenario: the demo provider's API served on
 // a loopback port by a real http.Server, under Conns keep-alive clients
 // for a fixed Duration.
 type LoadConfig struct {
-	// Mode is ModeMemory, ModeDurable or ModeRedis.
+	// Mode is ModeMemory, ModeDurable, ModeRedis or ModeRedisUnbatched.
 	Mode string
-	// Redis is the server of ModeRedis; it is flushed first.
+	// Redis is the server of the Redis modes; it is flushed first.
 	Redis *RedisServer
 	// Idempotency sends every request with an Idempotency-Key of its own,
 	// so that each one begins and completes an idempotency record.
@@ -77,10 +85,10 @@ type LoadResult struct {
 	// P50, P99 and Max are the latencies of the answered requests.
 	P50, P99, Max time.Duration
 	// Redis figures per measured request, from INFO commandstats (zero
-	// outside ModeRedis): scripts run (EVAL and EVALSHA), the commands
-	// they ran (redis.call), and the microseconds Redis spent running the
-	// scripts: its server time, as every call of gatekit's Redis stores is
-	// a script, not counting network I/O.
+	// outside the Redis modes): scripts run (FCALL, EVAL and EVALSHA), the
+	// commands they ran (redis.call), and the microseconds Redis spent
+	// running the scripts: its server time, as every call of gatekit's
+	// Redis stores is a script, not counting network I/O.
 	Scripts, ScriptCommands, ServerMicros float64
 }
 
@@ -201,7 +209,7 @@ func RunLoad(cfg LoadConfig) (LoadResult, error) {
 type loadServer struct {
 	url   string
 	keys  *Keys
-	admin *redis.Client // ModeRedis only
+	admin *redis.Client // the Redis modes only
 	close func()
 }
 
@@ -250,9 +258,9 @@ func startLoadServer(cfg LoadConfig) (*loadServer, error) {
 		}
 		cleanup = append(cleanup, func() { os.RemoveAll(dir) })
 		gc.Data.Dir = dir
-	case ModeRedis:
+	case ModeRedis, ModeRedisUnbatched:
 		if cfg.Redis == nil {
-			return fail(errors.New("load: ModeRedis needs a RedisServer"))
+			return fail(errors.New("load: the Redis modes need a RedisServer"))
 		}
 		s.admin = redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr})
 		cleanup = append(cleanup, func() { s.admin.Close() })
@@ -262,7 +270,7 @@ func startLoadServer(cfg LoadConfig) (*loadServer, error) {
 		client := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, ContextTimeoutEnabled: true, PoolSize: 2 * cfg.Conns})
 		cleanup = append(cleanup, func() { client.Close() })
 		var err error
-		if gc.Store, err = admredis.New(client, &admredis.Config{Timeout: storeTimeout}); err != nil {
+		if gc.Store, err = admredis.New(client, &admredis.Config{Timeout: storeTimeout, Unbatched: cfg.Mode == ModeRedisUnbatched}); err != nil {
 			return fail(err)
 		}
 		// Idempotency keys are kept by the admission store, beside the

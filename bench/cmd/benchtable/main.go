@@ -254,7 +254,7 @@ func report(w io.Writer, rows []row, info reportInfo) {
 	if info.redisNote != "" {
 		fmt.Fprintf(w, "Skipped: %s\n\n", info.redisNote)
 	} else {
-		fmt.Fprintf(w, "%d requests in flight. Round trips are writes on the client's connections; EVALs are EVAL + EVALSHA,\n", bench.RedisInFlight)
+		fmt.Fprintf(w, "%d requests in flight. Round trips are writes on the client's connections; EVALs are EVAL + EVALSHA + FCALL,\n", bench.RedisInFlight)
 		fmt.Fprintf(w, "and server µs the time Redis spent running them, from INFO commandstats. Client and server share the machine's cores.\n\n")
 		fmt.Fprintln(w, "| scenario | keys | req/s | ns/op | round trips/op | EVALs/op | server µs/op | allocs/op | B/op |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -361,7 +361,7 @@ func verdicts(t table, info reportInfo) []verdict {
 				g, ok1 := t.get(pair[0], n)
 				p, ok2 := t.get(pair[1], n)
 				if ok1 {
-					vs = append(vs, verdict{fmt.Sprintf("Redis store: one EVALSHA per request for a requests limit (nothing to settle), at most one round trip, concurrent calls sharing theirs (%s)", pair[0]), k,
+					vs = append(vs, verdict{fmt.Sprintf("Redis store: one script or function call per request for a requests limit (nothing to settle), at most one round trip, concurrent calls sharing theirs (%s)", pair[0]), k,
 						fmt.Sprintf("%.3f round trips/op, %.3f EVALs/op", g.rt, g.evals), passFail(g.rt <= 1 && g.evals == 1)})
 				}
 				if ok1 && ok2 {

@@ -14,7 +14,9 @@
 // 500ms), -count (runs of each scenario at the peak and at half of it,
 // interleaved with the others', keeping the best: default 3), -conns
 // (default 32), -keys (default 256), -modes (default
-// memory,durable,redis), -max-requests (per run, default 1,000,000). The
+// memory,durable,redis,redis-unbatched: Redis with the store's calls
+// batched, its default, and sent one by one), -max-requests (per run, default 1,000,000),
+// -cpuprofile (a file for the CPU profile of the run). The
 // default run takes about a minute and a half. The server listens on 127.0.0.1 only; redis-server is started
 // on a free loopback port and stopped at the end. Progress goes to stderr,
 // the report (markdown) to stdout.
@@ -25,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -44,10 +47,21 @@ func main() {
 	warmup := flag.Duration("warmup", 500*time.Millisecond, "time each run warms up before it measures")
 	conns := flag.Int("conns", 32, "keep-alive clients sending at once")
 	keys := flag.Int("keys", 256, "API keys (each its own account) the clients cycle through")
-	modes := flag.String("modes", "memory,durable,redis", "comma-separated stores: memory, durable, redis")
+	modes := flag.String("modes", "memory,durable,redis,redis-unbatched", "comma-separated stores: memory, durable, redis, redis-unbatched")
 	maxRequests := flag.Int64("max-requests", 1_000_000, "most requests measured per run")
 	count := flag.Int("count", 3, "runs of each scenario at the peak and at half of it, interleaved; the best is kept")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and clients) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *duration <= 0 || *duration > time.Minute || *conns <= 0 || *conns > 1024 || *keys <= 0 || *count <= 0 || *count > 10 {
 		fatal(errors.New("want 0 < -duration <= 1m, 0 < -conns <= 1024, -keys > 0, 0 < -count <= 10"))
 	}
@@ -61,7 +75,7 @@ func main() {
 	var rows []*row
 	for _, mode := range strings.Split(*modes, ",") {
 		mode = strings.TrimSpace(mode)
-		if mode == bench.ModeRedis && redisServer == nil {
+		if bench.IsRedis(mode) && redisServer == nil {
 			var err error
 			redisServer, err = bench.StartRedis()
 			if errors.Is(err, bench.ErrNoRedis) {
@@ -120,7 +134,7 @@ func main() {
 			memory[r.idem] = r.peak.PerSecond
 		}
 		redisCols := "| | |"
-		if r.mode == bench.ModeRedis {
+		if bench.IsRedis(r.mode) {
 			redisCols = fmt.Sprintf("%.2f | %.2f | %.1f |", r.peak.Scripts, r.peak.ScriptCommands, r.peak.ServerMicros)
 		}
 		fmt.Printf("| %s | %s | %.0f | %v | %v | %.0f | %v | %v | %s\n", r.mode, yesNo(r.idem), r.peak.PerSecond,
@@ -130,19 +144,19 @@ func main() {
 	fmt.Println("\n## Targets")
 	fmt.Println()
 	for _, r := range rows {
-		if r.mode != bench.ModeRedis {
+		if !bench.IsRedis(r.mode) {
 			continue
 		}
-		what := "without Idempotency-Key"
+		what := r.mode + ", without Idempotency-Key"
 		if r.idem {
-			what = "with Idempotency-Key"
+			what = r.mode + ", with Idempotency-Key"
 		}
 		if m := memory[r.idem]; m > 0 {
 			share := r.peak.PerSecond / m
-			verdict(share >= minRedisShare, "Redis serves %.0f%% of memory mode's req/s %s (target %.0f%%)", 100*share, what, 100*minRedisShare)
+			verdict(share >= minRedisShare, "%s: %.0f%% of memory mode's req/s (target %.0f%%)", what, 100*share, 100*minRedisShare)
 		}
-		verdict(r.peak.Scripts <= maxScripts+0.01, "%.2f scripts per request %s (target at most %d)", r.peak.Scripts, what, maxScripts)
-		verdict(r.peak.ServerMicros < maxServerMicros, "%.1f µs of Redis server time per request %s (target under %d)", r.peak.ServerMicros, what, maxServerMicros)
+		verdict(r.peak.Scripts <= maxScripts+0.01, "%s: %.2f scripts per request (target at most %d)", what, r.peak.Scripts, maxScripts)
+		verdict(r.peak.ServerMicros < maxServerMicros, "%s: %.1f µs of Redis server time per request (target under %d)", what, r.peak.ServerMicros, maxServerMicros)
 	}
 	for _, r := range rows {
 		verdict(r.half.P99 < maxP99AtHalfLoad, "p99 at half the peak load, %s, Idempotency-Key %s: %v (target under %v)", r.mode, yesNo(r.idem), micros(r.half.P99), maxP99AtHalfLoad)
