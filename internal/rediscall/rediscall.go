@@ -14,8 +14,8 @@
 // answering holds up only the calls already in its batch.
 //
 // Unbatched, a call runs in place when the client aborts I/O at a
-// context's deadline (ContextTimeoutEnabled), and otherwise on a goroutine
-// of its own, which the Caller stops waiting for at the deadline and leaves
+// context's deadline (ContextTimeoutEnabled, on a Client or a Ring), and
+// otherwise (a ClusterClient among them) on a goroutine of its own, which the Caller stops waiting for at the deadline and leaves
 // to finish in the background, so that the Timeout holds either way.
 package rediscall
 
@@ -181,12 +181,14 @@ var ended = func() context.Context {
 }()
 
 // honoursDeadlines reports whether client aborts I/O at a context's
-// deadline. Clients it does not know are assumed not to.
+// deadline. Clients it does not know are assumed not to, and neither is a
+// ClusterClient: besides its I/O, a call may wait on the client's own work
+// for a cluster whose master just died (its layout, its nodes'
+// connections), and requests meeting a dead master were seen to take
+// four times the store's Timeout on a loaded machine.
 func honoursDeadlines(client redis.UniversalClient) bool {
 	switch c := client.(type) {
 	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
 		return c.Options().ContextTimeoutEnabled
 	case *redis.Ring:
 		return c.Options().ContextTimeoutEnabled
