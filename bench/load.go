@@ -36,19 +36,25 @@ const (
 	// calls made at the same time batched by the client's autopipeliner
 	// (the store's default).
 	ModeRedis = "redis"
+	// ModeRedisFullDuplex is ModeRedis with the autopipeliner streaming
+	// calls on one connection (redis.AutoPipelineOptions.FullDuplex), as
+	// the demo's client does.
+	ModeRedisFullDuplex = "redis-fullduplex"
 	// ModeRedisUnbatched is ModeRedis with each call sent on its own
 	// (admission/redisstore.Config.Unbatched).
 	ModeRedisUnbatched = "redis-unbatched"
 )
 
 // IsRedis reports whether mode keeps its state in Redis.
-func IsRedis(mode string) bool { return mode == ModeRedis || mode == ModeRedisUnbatched }
+func IsRedis(mode string) bool {
+	return mode == ModeRedis || mode == ModeRedisFullDuplex || mode == ModeRedisUnbatched
+}
 
 // LoadConfig is one HTTP load scenario: the demo provider's API served on
 // a loopback port by a real http.Server, under Conns keep-alive clients
 // for a fixed Duration.
 type LoadConfig struct {
-	// Mode is ModeMemory, ModeDurable, ModeRedis or ModeRedisUnbatched.
+	// Mode is ModeMemory, ModeDurable or one of the Redis modes.
 	Mode string
 	// Redis is the server of the Redis modes; it is flushed first.
 	Redis *RedisServer
@@ -258,7 +264,7 @@ func startLoadServer(cfg LoadConfig) (*loadServer, error) {
 		}
 		cleanup = append(cleanup, func() { os.RemoveAll(dir) })
 		gc.Data.Dir = dir
-	case ModeRedis, ModeRedisUnbatched:
+	case ModeRedis, ModeRedisFullDuplex, ModeRedisUnbatched:
 		if cfg.Redis == nil {
 			return fail(errors.New("load: the Redis modes need a RedisServer"))
 		}
@@ -267,7 +273,11 @@ func startLoadServer(cfg LoadConfig) (*loadServer, error) {
 		if err := s.admin.FlushAll(context.Background()).Err(); err != nil {
 			return fail(err)
 		}
-		client := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, ContextTimeoutEnabled: true, PoolSize: 2 * cfg.Conns})
+		opts := &redis.Options{Addr: cfg.Redis.Addr, ContextTimeoutEnabled: true, PoolSize: 2 * cfg.Conns}
+		if cfg.Mode == ModeRedisFullDuplex {
+			opts.AutoPipelineOptions = &redis.AutoPipelineOptions{FullDuplex: true}
+		}
+		client := redis.NewClient(opts)
 		cleanup = append(cleanup, func() { client.Close() })
 		var err error
 		if gc.Store, err = admredis.New(client, &admredis.Config{Timeout: storeTimeout, Unbatched: cfg.Mode == ModeRedisUnbatched}); err != nil {

@@ -14,8 +14,9 @@
 // 500ms), -count (runs of each scenario at the peak and at half of it,
 // interleaved with the others', keeping the best: default 3), -conns
 // (default 32), -keys (default 256), -modes (default
-// memory,durable,redis,redis-unbatched: Redis with the store's calls
-// batched, its default, and sent one by one), -max-requests (per run, default 1,000,000),
+// memory,durable,redis,redis-fullduplex,redis-unbatched: Redis with the
+// store's calls batched by the client's autopipeliner as configured by
+// default, batched in full duplex, and sent one by one), -max-requests (per run, default 1,000,000),
 // -cpuprofile (a file for the CPU profile of the run). The
 // default run takes about a minute and a half. The server listens on 127.0.0.1 only; redis-server is started
 // on a free loopback port and stopped at the end. Progress goes to stderr,
@@ -47,7 +48,7 @@ func main() {
 	warmup := flag.Duration("warmup", 500*time.Millisecond, "time each run warms up before it measures")
 	conns := flag.Int("conns", 32, "keep-alive clients sending at once")
 	keys := flag.Int("keys", 256, "API keys (each its own account) the clients cycle through")
-	modes := flag.String("modes", "memory,durable,redis,redis-unbatched", "comma-separated stores: memory, durable, redis, redis-unbatched")
+	modes := flag.String("modes", "memory,durable,redis,redis-fullduplex,redis-unbatched", "comma-separated stores: memory, durable, redis, redis-fullduplex, redis-unbatched")
 	maxRequests := flag.Int64("max-requests", 1_000_000, "most requests measured per run")
 	count := flag.Int("count", 3, "runs of each scenario at the peak and at half of it, interleaved; the best is kept")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and clients) to this file")
