@@ -499,6 +499,42 @@ func TestStoreHungTimesOut(t *testing.T) {
 	}
 }
 
+// TestAFullDuplexClientTimesOutAndRecovers: with the client's
+// autopipeliner in full duplex (as the demo sets it), a Reserve still
+// ends within the Timeout while Redis hangs, answers at once when it is
+// back, and loads the function library again after a restart.
+func TestAFullDuplexClientTimesOutAndRecovers(t *testing.T) {
+	srv := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1,
+		AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}})
+	t.Cleanup(func() { client.Close() })
+	store := newStore(t, client, &redisstore.Config{Timeout: redistest.OutageTimeout})
+	r := fullRequest("acct")
+	if _, err := store.Reserve(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	srv.WhilePaused(t, func() {
+		redistest.TimesOutWhileHung(t, "full duplex", redistest.OutageTimeout, func() error {
+			_, err := store.Reserve(ctx, r)
+			return err
+		})
+	})
+	start := time.Now()
+	if _, err := store.Reserve(ctx, r); err != nil {
+		t.Fatalf("first Reserve after Redis came back: %v", err)
+	} else if took := time.Since(start); took > redistest.Slack {
+		t.Errorf("first Reserve after Redis came back took %v", took)
+	}
+	var again admission.Result
+	srv.RestartAndRetry(t, func() (err error) {
+		again, err = store.Reserve(ctx, r)
+		return err
+	})
+	if !again.Allowed {
+		t.Fatalf("first Reserve after the restart: %+v", again)
+	}
+}
+
 func TestStoreHonoursTheCallersDeadline(t *testing.T) {
 	client := redisServer.Client(t)
 	store := newStore(t, client, &redisstore.Config{Prefix: redisServer.KeyPrefix(t)})
