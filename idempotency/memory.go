@@ -103,10 +103,10 @@ type memoryEntry struct {
 	token string // the marker's token; "" once completed
 	exp   int64  // millisecond from which the entry is gone
 	done  bool   // rec is a completed record, not only a fingerprint
-	// rec.Fingerprint is set from Begin on; the other fields on Complete.
+	// rec.fingerprint is set from Begin on; the other fields on Complete.
 	// Once set, nothing in rec is ever modified, so that a copy of it can
 	// be read outside the lock.
-	rec        Record
+	rec        keptRecord
 	prev, next *memoryEntry
 }
 
@@ -191,7 +191,7 @@ func (m *Memory) Begin(_ context.Context, key, fingerprint string, lease time.Du
 	e := s.entries[key]
 	if e != nil && e.exp > now {
 		switch {
-		case e.rec.Fingerprint != fingerprint:
+		case e.rec.fingerprint != fingerprint:
 			s.mu.Unlock()
 			return Begin{State: Mismatch}, nil
 		case !e.done:
@@ -200,7 +200,7 @@ func (m *Memory) Begin(_ context.Context, key, fingerprint string, lease time.Du
 		}
 		rec := e.rec
 		s.mu.Unlock()
-		c := rec.clone()
+		c := rec.record()
 		return Begin{State: Completed, Record: &c}, nil
 	}
 	if e != nil {
@@ -218,7 +218,7 @@ func (m *Memory) Begin(_ context.Context, key, fingerprint string, lease time.Du
 	}
 	token := strconv.FormatUint(m.tokens.Add(1), 36)
 	e.token, e.exp, e.done = token, now+ms, false
-	e.rec = Record{Fingerprint: strings.Clone(fingerprint)}
+	e.rec = keptRecord{fingerprint: strings.Clone(fingerprint)}
 	s.markers.pushBack(e)
 	s.mu.Unlock()
 	return Begin{State: Started, Token: token}, nil
@@ -235,7 +235,7 @@ func (m *Memory) Complete(_ context.Context, key, token string, rec Record, ttl 
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = t
 	}
-	rec = rec.clone() // before locking; wasted only if the lease is lost
+	kept := keep(&rec) // before locking; wasted only if the lease is lost
 	s := m.shard(key)
 
 	s.mu.Lock()
@@ -244,12 +244,12 @@ func (m *Memory) Complete(_ context.Context, key, token string, rec Record, ttl 
 	if e == nil {
 		return ErrLeaseLost
 	}
-	rec.Fingerprint = e.rec.Fingerprint
-	e.rec, e.done, e.token, e.exp = rec, true, "", now+ms
+	kept.fingerprint = e.rec.fingerprint
+	e.rec, e.done, e.token, e.exp = kept, true, "", now+ms
 	unlink(e)
 	s.records.pushBack(e)
 	if m.onComplete != nil {
-		m.onComplete(e.key, e.rec, time.UnixMilli(e.exp))
+		m.onComplete(e.key, e.rec.record(), time.UnixMilli(e.exp))
 	}
 	return nil
 }
@@ -261,8 +261,7 @@ func (m *Memory) Complete(_ context.Context, key, token string, rec Record, ttl 
 // has a live entry. Like a new key, a restored record may evict another
 // entry from a full Memory (see MemoryConfig.MaxEntries).
 //
-// Restore keeps rec itself, not a copy: the caller must not modify it
-// afterwards. It does not tell OnComplete. Records restored in order of
+// Restore keeps a copy of rec. It does not tell OnComplete. Records restored in order of
 // expiry are inserted at once; others take a walk through the records that
 // expire later.
 func (m *Memory) Restore(key string, rec Record, expires time.Time) bool {
@@ -289,7 +288,7 @@ func (m *Memory) Restore(key string, rec Record, expires time.Time) bool {
 		e = &memoryEntry{key: strings.Clone(key)}
 		s.entries[e.key] = e
 	}
-	e.rec, e.done, e.token, e.exp = rec, true, "", exp
+	e.rec, e.done, e.token, e.exp = keep(&rec), true, "", exp
 	s.records.insertByExpiry(e)
 	return true
 }

@@ -1,7 +1,6 @@
 package idempotency
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -152,13 +151,4 @@ type Record struct {
 	Stream bool
 	// CreatedAt is when the response was recorded.
 	CreatedAt time.Time
-}
-
-// clone returns a deep copy of r: an allocation for the headers' map, one for
-// all their value slices (each clipped, so that appending to one never
-// writes into another), and one for the body.
-func (r Record) clone() Record {
-	r.Header = r.Header.Clone()
-	r.Body = bytes.Clone(r.Body)
-	return r
 }
