@@ -300,6 +300,69 @@ func TestOpenAISDKStillDecodesTheOpenAIRoutesOfTheSameServer(t *testing.T) {
 	}
 }
 
+// A request that matches no route answers in the shape of the configured
+// route whose path is the longest prefix of its own at a segment boundary:
+// an Anthropic SDK that reaches a method or endpoint the service lacks
+// still reads its own envelope and request-id.
+func TestUnmatchedRequestTakesTheShapeOfTheRouteItsPathFallsUnder(t *testing.T) {
+	e := echo.New()
+	_, err := gatekit.Mount(e, gatekit.Config{Shape: apierrors.ShapeOpenAI, Logger: discardLogger(), Routes: map[string]gatekit.RouteConfig{
+		"POST /v1/messages":         {Shape: apierrors.ShapeAnthropic},
+		"POST /v1/messages/batches": {Shape: apierrors.ShapeOpenAI},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }
+	e.POST("/v1/messages", ok)
+	e.POST("/v1/chat/completions", ok)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		anthropic    bool
+	}{
+		{http.MethodGet, "/v1/messages", 405, true},
+		{http.MethodPost, "/v1/messages/count_tokens", 404, true},
+		{http.MethodPost, "/v1/messages/", 404, true},
+		{http.MethodPost, "/v1/messages/batches/b1", 404, false},
+		{http.MethodPost, "/v1/messagesX", 404, false},
+		{http.MethodGet, "/v1/chat/completions", 405, false},
+		{http.MethodPost, "/v1/nowhere", 404, false},
+	} {
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+		body, id, anthropicID := rec.Body.String(), rec.Header().Get("X-Request-Id"), rec.Header().Values(apierrors.HeaderAnthropicRequestID)
+		isAnthropic := strings.HasPrefix(body, `{"type":"error","error":{"type":"`)
+		switch {
+		case rec.Code != tc.status:
+			t.Errorf("%s %s: status %d, want %d", tc.method, tc.path, rec.Code, tc.status)
+		case isAnthropic != tc.anthropic:
+			t.Errorf("%s %s: anthropic envelope %v, want %v: %s", tc.method, tc.path, isAnthropic, tc.anthropic, body)
+		case tc.anthropic && (id == "" || len(anthropicID) != 1 || anthropicID[0] != id):
+			t.Errorf("%s %s: request-id %q, X-Request-Id %q", tc.method, tc.path, anthropicID, id)
+		case !tc.anthropic && len(anthropicID) != 0:
+			t.Errorf("%s %s: request-id %q on an OpenAI-shaped answer", tc.method, tc.path, anthropicID)
+		}
+	}
+}
+
+func TestAnthropicSDKDecodesA404OnAnEndpointTheServiceLacks(t *testing.T) {
+	srv, _ := newBothProtocols(t)
+	client := anthropicClient(srv, "", "sk-demo-free", 0)
+	_, err := client.Messages.CountTokens(context.Background(), anthropic.MessageCountTokensParams{
+		Model:    "gk-echo",
+		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+	})
+	var apiErr *anthropic.Error
+	if !stderrors.As(err, &apiErr) {
+		t.Fatalf("error %v (%T), want *anthropic.Error", err, err)
+	}
+	if apiErr.StatusCode != 404 || apiErr.Type() != anthropic.ErrorTypeNotFoundError ||
+		!strings.HasPrefix(apiErr.RequestID, "req_") || apiErr.RequestID != apiErr.Response.Header.Get("X-Request-Id") {
+		t.Fatalf("got %d %q, RequestID %q, X-Request-Id %q", apiErr.StatusCode, apiErr.Type(), apiErr.RequestID, apiErr.Response.Header.Get("X-Request-Id"))
+	}
+}
+
 // anthropicEnvelope is Anthropic's error body, decoded strictly.
 type anthropicEnvelope struct {
 	Type  string `json:"type"`

@@ -218,7 +218,10 @@ type RouteConfig struct {
 	// Shape is the error envelope's layout on this route, mid-stream
 	// errors included; empty takes Config.Shape. On anthropic routes every
 	// response also carries request-id, and the rate-limit headers are
-	// Anthropic's anthropic-ratelimit-* instead of x-ratelimit-*.
+	// Anthropic's anthropic-ratelimit-* instead of x-ratelimit-*. A
+	// request that matches no route (404, 405) takes the shape of the
+	// route whose path is the longest prefix of its own, segment by
+	// segment.
 	Shape apierrors.Shape `yaml:"shape"`
 	// LimitConfig holds the route's default rate limits, for principals
 	// whose tier and key set none.

@@ -21,6 +21,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -360,28 +362,72 @@ func (rl routeLimits) limitFor(c echo.Context) int64 {
 // routeShapes answers the error shape of a request's route without
 // allocating.
 type routeShapes struct {
-	routes   routeTable[apierrors.Shape]
+	routes routeTable[apierrors.Shape]
+	// prefixes holds each configured route's static path (the segments
+	// before its first parameter or wildcard, no trailing slash; "" for
+	// the root) and its shape, for requests that match no route.
+	prefixes map[string]apierrors.Shape
 	fallback apierrors.Shape
 }
 
 func newRouteShapes(cfg Config) routeShapes {
-	rs := routeShapes{routes: routeTable[apierrors.Shape]{}, fallback: cfg.Shape}
+	rs := routeShapes{routes: routeTable[apierrors.Shape]{}, prefixes: map[string]apierrors.Shape{}, fallback: cfg.Shape}
 	if rs.fallback == "" {
 		rs.fallback = apierrors.ShapeOpenAI
 	}
+	keys := make([]string, 0, len(cfg.Routes))
 	for key, rc := range cfg.Routes {
 		if rc.Shape != "" {
-			rs.routes.put(key, rc.Shape)
+			keys = append(keys, key)
+		}
+	}
+	// Sorted, so that where methods disagree on a path an unmatched
+	// request always gets the same shape: the any-method entry's, else
+	// the first method's in alphabetical order.
+	slices.Sort(keys)
+	for _, key := range keys {
+		shape := cfg.Routes[key].Shape
+		rs.routes.put(key, shape)
+		method, path, _ := parseRouteKey(key)
+		prefix := staticPrefix(path)
+		if _, seen := rs.prefixes[prefix]; !seen || method == "" {
+			rs.prefixes[prefix] = shape
 		}
 	}
 	return rs
 }
 
+// staticPrefix is a route pattern's path up to its first parameter or
+// wildcard segment, without a trailing slash: "/v1/models/:id" gives
+// "/v1/models", "/" gives "".
+func staticPrefix(pattern string) string {
+	if i := strings.IndexAny(pattern, ":*"); i >= 0 {
+		pattern = pattern[:i]
+	}
+	return strings.TrimRight(pattern, "/")
+}
+
 // shapeFor is the shape of c's route: its method's entry, else the
-// any-method entry, else the service's.
+// any-method entry, else the service's. A request that matches no route
+// (Echo's 404 and 405) takes the shape of the configured route whose
+// path is the longest prefix of its own at a segment boundary, so that
+// GET /v1/messages and POST /v1/messages/count_tokens answer as
+// POST /v1/messages does.
 func (rs routeShapes) shapeFor(c echo.Context) apierrors.Shape {
 	if s, ok := rs.routes.get(c.Request().Method, c.Path()); ok {
 		return s
+	}
+	if len(rs.prefixes) != 0 && (c.Path() == "" || c.Get(echo.ContextKeyHeaderAllow) != nil) {
+		for p := c.Request().URL.Path; ; {
+			if s, ok := rs.prefixes[p]; ok {
+				return s
+			}
+			i := strings.LastIndexByte(p, '/')
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
 	}
 	return rs.fallback
 }
