@@ -71,12 +71,26 @@ func billedServer(t *testing.T, cfg gatekit.Config, release <-chan struct{}) (*h
 	return srv, gate
 }
 
-// handlerGauge counts the /v1/work handlers running, and the most at once.
-type handlerGauge struct{ now, most atomic.Int64 }
+// handlerGauge counts the /v1/work handlers running, and the most at once;
+// also, when set, counts them too (the gauge of several servers).
+type handlerGauge struct {
+	now, most atomic.Int64
+	also      *handlerGauge
+}
 
 func (g *handlerGauge) enter() {
 	n := g.now.Add(1)
 	for m := g.most.Load(); n > m && !g.most.CompareAndSwap(m, n); m = g.most.Load() {
+	}
+	if g.also != nil {
+		g.also.enter()
+	}
+}
+
+func (g *handlerGauge) leave() {
+	g.now.Add(-1)
+	if g.also != nil {
+		g.also.leave()
 	}
 }
 
@@ -86,6 +100,14 @@ func (g *handlerGauge) enter() {
 func billedServerGauge(t *testing.T, cfg gatekit.Config, release <-chan struct{}) (*httptest.Server, *gatekit.Gate, *handlerGauge) {
 	t.Helper()
 	gauge := &handlerGauge{}
+	srv, gate := billedServerCounting(t, cfg, release, gauge)
+	return srv, gate, gauge
+}
+
+// billedServerCounting is billedServer whose handlers are counted by
+// gauge, which several servers may share.
+func billedServerCounting(t *testing.T, cfg gatekit.Config, release <-chan struct{}, gauge *handlerGauge) (*httptest.Server, *gatekit.Gate) {
+	t.Helper()
 	e := echo.New()
 	gate, err := gatekit.Mount(e, cfg)
 	if err != nil {
@@ -93,7 +115,7 @@ func billedServerGauge(t *testing.T, cfg gatekit.Config, release <-chan struct{}
 	}
 	e.POST("/v1/work", func(c echo.Context) error {
 		gauge.enter()
-		defer gauge.now.Add(-1)
+		defer gauge.leave()
 		var req workRequest
 		if err := c.Bind(&req); err != nil {
 			return err
@@ -133,7 +155,7 @@ func billedServerGauge(t *testing.T, cfg gatekit.Config, release <-chan struct{}
 	})
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return srv, gate, gauge
+	return srv, gate
 }
 
 func balance(t *testing.T, l admission.Store, kind, id string, limit budget.Micros) budget.Balance {
