@@ -107,13 +107,18 @@ func testMemoryExactUnderConcurrency(t *testing.T, allow func(m *ratelimit.Memor
 	// One unit a millisecond, a burst that no scheduling hiccup can refill.
 	p := ratelimit.PerSecond(1000)
 
-	// The first decision creates the bucket: time starts there.
-	if d, _ := allow(m, p, 1); !d.Allowed {
+	// The first decision creates the bucket: time starts there. It takes
+	// half the burst, so that the bucket, which refills no further than
+	// full, cannot fill up before the goroutines start taking from it (on
+	// a loaded machine, starting them took 4ms once, which a bucket left
+	// nearly full refilled past the brim).
+	first := p.Limit / 2
+	if d, _ := allow(m, p, first); !d.Allowed {
 		t.Fatal("first request denied")
 	}
 	start := clock.max.Load()
 	var allowed atomic.Int64
-	allowed.Add(1)
+	allowed.Add(first)
 	stop := time.Now().Add(300 * time.Millisecond)
 	var wg sync.WaitGroup
 	for range 64 {
