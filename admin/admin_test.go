@@ -82,6 +82,26 @@ func newService(t *testing.T, store keys.Store, rc *keys.Config) *service {
 // admin sends an admin request and decodes its JSON answer into out.
 func (s *service) admin(method, path, body string, out any) *http.Response {
 	s.t.Helper()
+	res, b := s.send(method, path, body)
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			s.t.Fatalf("%s %s: %v: %s", method, path, err, b)
+		}
+	}
+	return res
+}
+
+// adminRaw sends an admin request and returns its status and body.
+func (s *service) adminRaw(method, path, body string) (int, string) {
+	s.t.Helper()
+	res, b := s.send(method, path, body)
+	return res.StatusCode, string(b)
+}
+
+// send sends an admin request, JSON when it has a body, and returns the
+// response and its body, read whole.
+func (s *service) send(method, path, body string) (*http.Response, []byte) {
+	s.t.Helper()
 	req, _ := http.NewRequest(method, s.srv.URL+"/admin/v1"+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
 	if body != "" {
@@ -93,12 +113,7 @@ func (s *service) admin(method, path, body string, out any) *http.Response {
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			s.t.Fatalf("%s %s: %v: %s", method, path, err, b)
-		}
-	}
-	return res
+	return res, b
 }
 
 // call sends GET /v1/whoami with key and returns the status and body.
@@ -242,21 +257,6 @@ func TestBadInputGetsAnEnvelopeError(t *testing.T) {
 			t.Errorf("%s %s %s: %d %+v", tc.method, tc.path, tc.body, res.StatusCode, e.Error)
 		}
 	}
-}
-
-// adminRaw sends an admin request and returns its status and body.
-func (s *service) adminRaw(method, path, body string) (int, string) {
-	s.t.Helper()
-	req, _ := http.NewRequest(method, s.srv.URL+"/admin/v1"+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(b)
 }
 
 // The admin API decodes bodies as the binder does: names match exactly,

@@ -7,11 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gatekit/gatekit/idempotency"
+	"github.com/gatekit/gatekit/internal/headerenc"
 )
 
 // A record is stored as one binary value:
@@ -20,8 +19,7 @@ import (
 //	flags    byte, flagStream | flagCreatedAt
 //	status   varint
 //	created  varint Unix seconds, uvarint nanoseconds (if flagCreatedAt)
-//	headers  uvarint count, then for each name: uvarint length, bytes,
-//	         uvarint value count, then for each value: uvarint length, bytes
+//	headers  as internal/headerenc encodes them
 //	body     the remaining bytes
 //
 // The fingerprint is stored beside it, in the entry's own field.
@@ -49,37 +47,17 @@ func Append(b []byte, r *idempotency.Record) []byte {
 		b = binary.AppendVarint(b, r.CreatedAt.Unix())
 		b = binary.AppendUvarint(b, uint64(r.CreatedAt.Nanosecond()))
 	}
-	b = binary.AppendUvarint(b, uint64(len(r.Header)))
-	for name, values := range r.Header {
-		b = appendString(b, name)
-		b = binary.AppendUvarint(b, uint64(len(values)))
-		for _, v := range values {
-			b = appendString(b, v)
-		}
-	}
+	b = headerenc.Append(b, r.Header)
 	return append(b, r.Body...)
 }
 
 // Size returns an upper bound of the length of r's encoding.
 func Size(r *idempotency.Record) int {
-	n := 2 + 3*binary.MaxVarintLen64 + len(r.Body)
-	for name, values := range r.Header {
-		n += 2*binary.MaxVarintLen64 + len(name)
-		for _, v := range values {
-			n += binary.MaxVarintLen64 + len(v)
-		}
-	}
-	return n
+	return 2 + 3*binary.MaxVarintLen64 + headerenc.Size(r.Header) + len(r.Body)
 }
 
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-// Decode decodes a record encoded by Append, giving it
-// fingerprint. The record shares no memory with s; all its header names and
-// values share one allocation.
+// Decode decodes a record encoded by Append, giving it fingerprint. Its
+// body is a copy; its header names and values are substrings of s.
 func Decode(s, fingerprint string) (*idempotency.Record, error) {
 	d := decoder{s: s}
 	if d.byte() != recordVersion {
@@ -95,41 +73,15 @@ func Decode(s, fingerprint string) (*idempotency.Record, error) {
 		}
 		rec.CreatedAt = time.Unix(sec, int64(nsec))
 	}
-
-	// First pass: check the headers and count their values.
-	names := d.count()
-	start := d.off
-	values := 0
-	for range names {
-		d.skipString()
-		n := d.count()
-		values += n
-		for range n {
-			d.skipString()
-		}
-	}
 	if d.err != nil {
 		return nil, d.err
 	}
-	// Second pass, over one copy of the header bytes: build the header.
-	if names > 0 {
-		hd := decoder{s: strings.Clone(s[start:d.off])}
-		all := make([]string, values)
-		rec.Header = make(http.Header, names)
-		for range names {
-			name := hd.string()
-			n := hd.count()
-			var vs []string
-			if n > 0 {
-				vs = all[:n:n]
-				all = all[n:]
-				for i := range vs {
-					vs[i] = hd.string()
-				}
-			}
-			rec.Header[name] = vs
-		}
+	h, n, err := headerenc.Decode(s[d.off:])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
 	}
+	rec.Header = h
+	d.off += n
 	if d.off < len(s) {
 		rec.Body = []byte(s[d.off:])
 	}
@@ -187,27 +139,4 @@ func (d *decoder) varint() int64 {
 		x = ^x
 	}
 	return x
-}
-
-// count reads a count of items that each take at least a byte, so that it
-// can never exceed what is left.
-func (d *decoder) count() int {
-	n := d.uvarint()
-	if n > uint64(len(d.s)-d.off) {
-		d.fail("count")
-		return 0
-	}
-	return int(n)
-}
-
-func (d *decoder) skipString() {
-	n := d.count()
-	d.off += n
-}
-
-func (d *decoder) string() string {
-	n := d.count()
-	v := d.s[d.off : d.off+n]
-	d.off += n
-	return v
 }
