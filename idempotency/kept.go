@@ -3,7 +3,7 @@ package idempotency
 import (
 	"time"
 
-	"github.com/gatekit/gatekit/internal/headerenc"
+	"github.com/gatekit/gatekit/internal/wire"
 )
 
 // keptRecord is a Record as a Memory keeps it: its headers encoded in one
@@ -15,7 +15,7 @@ type keptRecord struct {
 	status      int
 	stream      bool
 	createdAt   time.Time
-	// header is the headers as internal/headerenc encodes them.
+	// header is the headers as wire.AppendHeader encodes them.
 	header string
 	body   []byte
 }
@@ -27,7 +27,7 @@ func keep(r *Record) keptRecord {
 		body = append(make([]byte, 0, len(r.Body)), r.Body...)
 	}
 	return keptRecord{fingerprint: r.Fingerprint, status: r.Status, stream: r.Stream, createdAt: r.CreatedAt,
-		header: string(headerenc.Append(make([]byte, 0, headerenc.Size(r.Header)), r.Header)), body: body}
+		header: string(wire.AppendHeader(make([]byte, 0, wire.HeaderSize(r.Header)), r.Header)), body: body}
 }
 
 // record returns the Record k keeps, sharing no memory with k.
@@ -37,6 +37,6 @@ func (k *keptRecord) record() Record {
 		r.Body = append(make([]byte, 0, len(k.body)), k.body...)
 	}
 	// keep wrote the encoding: it cannot fail.
-	r.Header, _, _ = headerenc.Decode(k.header)
+	r.Header = wire.NewReader(k.header).Header()
 	return r
 }

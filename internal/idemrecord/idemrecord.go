@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/gatekit/gatekit/idempotency"
-	"github.com/gatekit/gatekit/internal/headerenc"
+	"github.com/gatekit/gatekit/internal/wire"
 )
 
 // A record is stored as one binary value:
@@ -19,7 +19,7 @@ import (
 //	flags    byte, flagStream | flagCreatedAt
 //	status   varint
 //	created  varint Unix seconds, uvarint nanoseconds (if flagCreatedAt)
-//	headers  as internal/headerenc encodes them
+//	headers  as wire.AppendHeader encodes them
 //	body     the remaining bytes
 //
 // The fingerprint is stored beside it, in the entry's own field.
@@ -47,96 +47,38 @@ func Append(b []byte, r *idempotency.Record) []byte {
 		b = binary.AppendVarint(b, r.CreatedAt.Unix())
 		b = binary.AppendUvarint(b, uint64(r.CreatedAt.Nanosecond()))
 	}
-	b = headerenc.Append(b, r.Header)
+	b = wire.AppendHeader(b, r.Header)
 	return append(b, r.Body...)
 }
 
 // Size returns an upper bound of the length of r's encoding.
 func Size(r *idempotency.Record) int {
-	return 2 + 3*binary.MaxVarintLen64 + headerenc.Size(r.Header) + len(r.Body)
+	return 2 + 3*binary.MaxVarintLen64 + wire.HeaderSize(r.Header) + len(r.Body)
 }
 
 // Decode decodes a record encoded by Append, giving it fingerprint. Its
 // body is a copy; its header names and values are substrings of s.
 func Decode(s, fingerprint string) (*idempotency.Record, error) {
-	d := decoder{s: s}
-	if d.byte() != recordVersion {
+	r := wire.NewReader(s)
+	if r.Byte() != recordVersion {
 		return nil, fmt.Errorf("%w: unknown version", errCorrupt)
 	}
-	flags := d.byte()
+	flags := r.Byte()
 	rec := &idempotency.Record{Fingerprint: fingerprint, Stream: flags&flagStream != 0}
-	rec.Status = int(d.varint())
+	rec.Status = int(r.Varint())
 	if flags&flagCreatedAt != 0 {
-		sec, nsec := d.varint(), d.uvarint()
+		sec, nsec := r.Varint(), r.Uvarint()
 		if nsec >= 1e9 {
 			return nil, fmt.Errorf("%w: nanoseconds %d", errCorrupt, nsec)
 		}
 		rec.CreatedAt = time.Unix(sec, int64(nsec))
 	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	h, n, err := headerenc.Decode(s[d.off:])
-	if err != nil {
+	rec.Header = r.Header()
+	if err := r.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
 	}
-	rec.Header = h
-	d.off += n
-	if d.off < len(s) {
-		rec.Body = []byte(s[d.off:])
+	if body := r.Rest(); body != "" {
+		rec.Body = []byte(body)
 	}
 	return rec, nil
-}
-
-// decoder reads an encoded record, recording the first error and returning
-// zero values after it.
-type decoder struct {
-	s   string
-	off int
-	err error
-}
-
-func (d *decoder) fail(what string) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: truncated %s at byte %d", errCorrupt, what, d.off)
-	}
-	d.off = len(d.s)
-}
-
-func (d *decoder) byte() byte {
-	if d.off >= len(d.s) {
-		d.fail("header")
-		return 0
-	}
-	d.off++
-	return d.s[d.off-1]
-}
-
-func (d *decoder) uvarint() uint64 {
-	var x uint64
-	for shift := uint(0); shift < 64; shift += 7 {
-		if d.off >= len(d.s) {
-			break
-		}
-		c := d.s[d.off]
-		d.off++
-		if c < 0x80 {
-			if shift == 63 && c > 1 {
-				break
-			}
-			return x | uint64(c)<<shift
-		}
-		x |= uint64(c&0x7f) << shift
-	}
-	d.fail("varint")
-	return 0
-}
-
-func (d *decoder) varint() int64 {
-	u := d.uvarint()
-	x := int64(u >> 1)
-	if u&1 != 0 {
-		x = ^x
-	}
-	return x
 }
